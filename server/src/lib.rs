@@ -3,3 +3,4 @@
 //! (The crate overview and module layout are filled in as the modules land.)
 
 pub mod config;
+pub mod ws;

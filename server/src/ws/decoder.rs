@@ -1,0 +1,394 @@
+//! Frames → messages: the receiving half of the WebSocket protocol.
+//!
+//! [`Decoder::decode`] takes the unparsed bytes a connection has received,
+//! handles at most one frame from their front and says how many bytes it
+//! used. Short input is `Ok(None)` with nothing consumed, so the caller
+//! keeps the bytes and calls again when more arrive. Payloads are unmasked
+//! in place and, for single-frame messages, handed back as a borrow of the
+//! caller's buffer: no copy beyond unmasking. Only fragmented messages are
+//! assembled into an owned buffer, which the decoder holds between calls
+//! (boxed, so a connection with no fragmented message in flight pays one
+//! pointer).
+//!
+//! Every limit is checked as soon as the header is known, before any
+//! payload is buffered. Text is validated as it arrives: a fragment that
+//! makes the message invalid UTF-8 fails at once (§8.1 "fail fast"), and a
+//! code point split across fragments is carried over.
+
+use super::error::WsError;
+use super::frame::Header;
+use super::mask::apply_mask;
+use super::{CloseCode, Control, Data, OpCode};
+
+/// Which end of the connection this decoder is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Receives client frames, which must be masked.
+    Server,
+    /// Receives server frames, which must not be masked.
+    Client,
+}
+
+/// Limits applied while decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Which side we are.
+    pub role: Role,
+    /// Largest message (sum of its fragments) and therefore largest frame.
+    pub max_message: usize,
+}
+
+/// A data payload: borrowed from the caller's buffer for a single-frame
+/// message, owned when it was assembled from fragments.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Payload<'a> {
+    /// The unmasked payload, inside the buffer given to `decode`.
+    Borrowed(&'a [u8]),
+    /// A message assembled from several frames.
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+        }
+    }
+
+    /// The payload as text. Only call on a [`Message::Text`] payload, which
+    /// the decoder has validated; anything else yields `""`.
+    pub fn as_text(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+/// One complete message or control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message, valid UTF-8.
+    Text(Payload<'a>),
+    /// A binary message.
+    Binary(Payload<'a>),
+    /// A ping; answer with a pong carrying the same bytes.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// A close frame: `None` without a status code, or the code and reason.
+    Close(Option<(u16, &'a str)>),
+}
+
+/// A fragmented data message being assembled.
+#[derive(Debug)]
+struct Fragments {
+    /// Whether the first frame was text (validate UTF-8) or binary.
+    is_text: bool,
+    /// The unmasked payload so far.
+    data: Vec<u8>,
+    /// How much of `data` is known to be complete, valid UTF-8.
+    utf8_checked: usize,
+}
+
+/// Per-connection decoding state: only the fragmented message in flight.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    /// `Some` between the first and the final frame of a fragmented message.
+    fragments: Option<Box<Fragments>>,
+}
+
+impl Decoder {
+    /// A decoder with no message in flight.
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Whether a fragmented message is in flight.
+    pub fn in_message(&self) -> bool {
+        self.fragments.is_some()
+    }
+
+    /// Decodes one frame from the front of `buf`.
+    ///
+    /// - `Ok(None)`: `buf` does not hold a whole frame yet; nothing consumed.
+    /// - `Ok(Some((n, None)))`: a non-final fragment used `n` bytes.
+    /// - `Ok(Some((n, Some(message))))`: `n` bytes made `message`.
+    /// - `Err(e)`: the peer broke a rule; close with `e.close_code()`.
+    ///
+    /// The payload is unmasked in place inside `buf`.
+    pub fn decode<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        limits: &Limits,
+    ) -> Result<Option<(usize, Option<Message<'a>>)>, WsError> {
+        let Some((header, header_len)) = Header::parse(buf)? else {
+            return Ok(None);
+        };
+        if header.rsv != 0 {
+            return Err(WsError::ReservedBits);
+        }
+        match (limits.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(WsError::UnmaskedFrame),
+            (Role::Client, true) => return Err(WsError::MaskedFrame),
+            _ => {}
+        }
+        // Size limits are enforced as soon as the header is known.
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.data.len() as u64);
+        if header.payload_len.saturating_add(so_far) > limits.max_message as u64 {
+            if let OpCode::Data(_) = header.opcode {
+                return Err(WsError::MessageTooBig);
+            }
+        }
+        // Fragment sequencing errors are visible before the payload arrives too.
+        match (header.opcode, self.fragments.is_some()) {
+            (OpCode::Data(Data::Continue), false) => return Err(WsError::UnexpectedContinuation),
+            (OpCode::Data(Data::Text | Data::Binary), true) => return Err(WsError::ExpectedContinuation),
+            _ => {}
+        }
+
+        let len = header.payload_len as usize;
+        let total = header_len + len;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let payload = &mut buf[header_len..total];
+        if let Some(mask) = header.mask {
+            apply_mask(payload, mask);
+        }
+        let payload: &'a [u8] = payload;
+
+        let message = match header.opcode {
+            OpCode::Control(Control::Ping) => Some(Message::Ping(payload)),
+            OpCode::Control(Control::Pong) => Some(Message::Pong(payload)),
+            OpCode::Control(Control::Close) => Some(Message::Close(parse_close(payload)?)),
+            OpCode::Data(Data::Text) if header.is_final => {
+                std::str::from_utf8(payload).map_err(|_| WsError::InvalidUtf8)?;
+                Some(Message::Text(Payload::Borrowed(payload)))
+            }
+            OpCode::Data(Data::Binary) if header.is_final => Some(Message::Binary(Payload::Borrowed(payload))),
+            OpCode::Data(Data::Text | Data::Binary) => {
+                let is_text = header.opcode == OpCode::Data(Data::Text);
+                let mut f = Box::new(Fragments { is_text, data: payload.to_vec(), utf8_checked: 0 });
+                if is_text {
+                    check_utf8(&f.data, &mut f.utf8_checked, false)?;
+                }
+                self.fragments = Some(f);
+                None
+            }
+            OpCode::Data(Data::Continue) => {
+                // Checked above: a message is open.
+                let f = self.fragments.as_mut().ok_or(WsError::UnexpectedContinuation)?;
+                f.data.extend_from_slice(payload);
+                if f.is_text {
+                    check_utf8(&f.data, &mut f.utf8_checked, header.is_final)?;
+                }
+                if header.is_final {
+                    let f = self.fragments.take().ok_or(WsError::UnexpectedContinuation)?;
+                    Some(if f.is_text {
+                        Message::Text(Payload::Owned(f.data))
+                    } else {
+                        Message::Binary(Payload::Owned(f.data))
+                    })
+                } else {
+                    None
+                }
+            }
+            // Reserved opcodes were rejected by Header::parse.
+            OpCode::Data(Data::Reserved(op)) | OpCode::Control(Control::Reserved(op)) => {
+                return Err(WsError::ReservedOpcode(op))
+            }
+        };
+        Ok(Some((total, message)))
+    }
+}
+
+/// Validates `data[*checked..]`, advancing `checked` over complete code
+/// points. An incomplete code point at the end is allowed unless `is_final`.
+fn check_utf8(data: &[u8], checked: &mut usize, is_final: bool) -> Result<(), WsError> {
+    match std::str::from_utf8(&data[*checked..]) {
+        Ok(_) => {
+            *checked = data.len();
+            Ok(())
+        }
+        // error_len() == None: the input ends in the middle of a code point.
+        Err(e) if e.error_len().is_none() && !is_final => {
+            *checked += e.valid_up_to();
+            Ok(())
+        }
+        Err(_) => Err(WsError::InvalidUtf8),
+    }
+}
+
+/// Reads a close payload (§5.5.1): empty, or a 2-byte code and a UTF-8 reason.
+fn parse_close(payload: &[u8]) -> Result<Option<(u16, &str)>, WsError> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(WsError::InvalidClosePayload),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !is_valid_close_code(code) {
+                return Err(WsError::InvalidCloseCode(code));
+            }
+            let reason = std::str::from_utf8(&payload[2..]).map_err(|_| WsError::InvalidCloseReason)?;
+            Ok(Some((code, reason)))
+        }
+    }
+}
+
+/// Whether `code` may appear in a close frame (§7.4.1, §7.4.2).
+pub fn is_valid_close_code(code: u16) -> bool {
+    CloseCode::from(code).is_allowed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::encoder;
+
+    const SERVER: Limits = Limits { role: Role::Server, max_message: 1 << 16 };
+    const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
+
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let op = OpCode::from(opcode);
+        let mut f = encoder::frame_with_mask(op, payload, Some(MASK));
+        if !fin {
+            f[0] &= 0x7f;
+        }
+        f
+    }
+
+    /// Decodes every frame in `bytes`, returning owned copies of the messages.
+    fn decode_all(bytes: &[u8], limits: &Limits) -> Result<Vec<(u8, Vec<u8>)>, WsError> {
+        let mut buf = bytes.to_vec();
+        let mut dec = Decoder::new();
+        let mut out = Vec::new();
+        let mut off = 0;
+        while let Some((n, msg)) = dec.decode(&mut buf[off..], limits)? {
+            off += n;
+            match msg {
+                Some(Message::Text(p)) => out.push((1, p.as_bytes().to_vec())),
+                Some(Message::Binary(p)) => out.push((2, p.as_bytes().to_vec())),
+                Some(Message::Close(c)) => {
+                    out.push((8, c.map_or(vec![], |(code, r)| [&code.to_be_bytes()[..], r.as_bytes()].concat())))
+                }
+                Some(Message::Ping(p)) => out.push((9, p.to_vec())),
+                Some(Message::Pong(p)) => out.push((10, p.to_vec())),
+                None => {}
+            }
+        }
+        assert_eq!(off, buf.len(), "every byte of complete frames is consumed");
+        Ok(out)
+    }
+
+    #[test]
+    fn single_frame_messages_are_unmasked_in_place() {
+        let mut bytes = client_frame(true, 1, b"Hello");
+        bytes.extend(client_frame(true, 2, &[0, 1, 2, 255]));
+        assert_eq!(decode_all(&bytes, &SERVER).unwrap(), vec![(1, b"Hello".to_vec()), (2, vec![0, 1, 2, 255])]);
+    }
+
+    #[test]
+    fn short_input_consumes_nothing_at_every_cut() {
+        let bytes = client_frame(true, 1, &[b'x'; 300]);
+        for cut in 0..bytes.len() {
+            let mut buf = bytes[..cut].to_vec();
+            assert_eq!(Decoder::new().decode(&mut buf, &SERVER), Ok(None), "cut {cut}");
+            assert_eq!(buf, bytes[..cut], "nothing unmasked on short input");
+        }
+    }
+
+    #[test]
+    fn fragments_are_reassembled_with_control_frames_between_them() {
+        let mut bytes = client_frame(false, 1, b"Hel");
+        bytes.extend(client_frame(true, 9, b"ping!"));
+        bytes.extend(client_frame(false, 0, b"lo, "));
+        bytes.extend(client_frame(true, 0, b"world"));
+        assert_eq!(decode_all(&bytes, &SERVER).unwrap(), vec![(9, b"ping!".to_vec()), (1, b"Hello, world".to_vec())]);
+    }
+
+    #[test]
+    fn a_code_point_split_across_fragments_is_valid() {
+        let euro = "€".as_bytes(); // e2 82 ac
+        let mut bytes = client_frame(false, 1, &euro[..1]);
+        bytes.extend(client_frame(false, 0, &euro[1..2]));
+        bytes.extend(client_frame(true, 0, &euro[2..]));
+        assert_eq!(decode_all(&bytes, &SERVER).unwrap(), vec![(1, euro.to_vec())]);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_on_the_first_fragment_that_shows_it() {
+        let mut dec = Decoder::new();
+        let mut first = client_frame(false, 1, b"valid ");
+        assert!(dec.decode(&mut first, &SERVER).unwrap().is_some());
+        let mut bad = client_frame(false, 0, &[0xce, 0xba, 0xf4, 0x90, 0x80, 0x80]); // > U+10FFFF
+        assert_eq!(dec.decode(&mut bad, &SERVER), Err(WsError::InvalidUtf8));
+        // An incomplete code point at the end of the final frame is invalid.
+        assert_eq!(decode_all(&client_frame(true, 1, &[0xe2, 0x82]), &SERVER), Err(WsError::InvalidUtf8));
+        // Whole-message invalid text.
+        assert_eq!(decode_all(&client_frame(true, 1, &[0xff]), &SERVER), Err(WsError::InvalidUtf8));
+    }
+
+    #[test]
+    fn sequencing_rules() {
+        assert_eq!(decode_all(&client_frame(true, 0, b"x"), &SERVER), Err(WsError::UnexpectedContinuation));
+        let mut bytes = client_frame(false, 1, b"a");
+        bytes.extend(client_frame(true, 1, b"b"));
+        assert_eq!(decode_all(&bytes, &SERVER), Err(WsError::ExpectedContinuation));
+    }
+
+    #[test]
+    fn masking_rules_depend_on_the_role() {
+        let unmasked = encoder::frame(OpCode::Data(Data::Text), b"hi");
+        assert_eq!(decode_all(&unmasked, &SERVER), Err(WsError::UnmaskedFrame));
+        let client = Limits { role: Role::Client, max_message: 1 << 16 };
+        assert_eq!(decode_all(&unmasked, &client).unwrap(), vec![(1, b"hi".to_vec())]);
+        assert_eq!(decode_all(&client_frame(true, 1, b"hi"), &client), Err(WsError::MaskedFrame));
+    }
+
+    #[test]
+    fn rsv_bits_without_an_extension_fail() {
+        let mut f = client_frame(true, 1, b"x");
+        f[0] |= 0x40;
+        assert_eq!(decode_all(&f, &SERVER), Err(WsError::ReservedBits));
+    }
+
+    #[test]
+    fn size_limit_is_enforced_at_the_header_before_the_payload_arrives() {
+        let limits = Limits { role: Role::Server, max_message: 100 };
+        let f = client_frame(true, 2, &[0; 101]);
+        // Only the header is present: already refused.
+        let mut head = f[..8].to_vec();
+        assert_eq!(Decoder::new().decode(&mut head, &limits), Err(WsError::MessageTooBig));
+        // Fragments adding up past the limit.
+        let mut bytes = client_frame(false, 2, &[0; 60]);
+        bytes.extend(client_frame(true, 0, &[0; 41]));
+        assert_eq!(decode_all(&bytes, &limits), Err(WsError::MessageTooBig));
+        // Exactly at the limit is fine.
+        assert_eq!(decode_all(&client_frame(true, 2, &[7; 100]), &limits).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn close_payload_rules() {
+        assert_eq!(decode_all(&client_frame(true, 8, b""), &SERVER).unwrap(), vec![(8, vec![])]);
+        assert_eq!(decode_all(&client_frame(true, 8, &[3]), &SERVER), Err(WsError::InvalidClosePayload));
+        for bad in [0u16, 999, 1004, 1005, 1006, 1016, 1100, 2000, 2999, 5000, 65535] {
+            assert_eq!(
+                decode_all(&client_frame(true, 8, &bad.to_be_bytes()), &SERVER),
+                Err(WsError::InvalidCloseCode(bad)),
+                "{bad}"
+            );
+        }
+        for good in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+            assert!(decode_all(&client_frame(true, 8, &good.to_be_bytes()), &SERVER).is_ok(), "{good}");
+        }
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend([0xce, 0xba, 0xe1, 0xbd]);
+        assert_eq!(decode_all(&client_frame(true, 8, &bad_reason), &SERVER), Err(WsError::InvalidCloseReason));
+    }
+
+    #[test]
+    fn payload_as_text_only_for_valid_utf8() {
+        assert_eq!(Payload::Borrowed(b"ok").as_text(), "ok");
+        assert_eq!(Payload::Owned(vec![0xff]).as_text(), "");
+    }
+}

@@ -1,0 +1,89 @@
+//! Messages → frame bytes. A frame is built once, whole (header and
+//! payload in one allocation), so a broadcast can share it between every
+//! recipient as an `Arc<[u8]>`.
+
+use super::frame::{Header, MAX_HEADER_LEN};
+use super::mask::apply_mask;
+use super::{Control, OpCode};
+
+/// An unmasked, final frame (what a server sends).
+pub fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    frame_with_mask(opcode, payload, None)
+}
+
+/// A final frame, masked with `mask` when given (what a client sends).
+pub fn frame_with_mask(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let header = Header { is_final: true, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.format(&mut head);
+    let mut out = Vec::with_capacity(n + payload.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
+    if let Some(m) = mask {
+        apply_mask(&mut out[n..], m);
+    }
+    out
+}
+
+/// The length of the header [`frame`] puts in front of a payload of `len` bytes.
+pub fn header_len(len: usize, masked: bool) -> usize {
+    let base = if len < 126 {
+        2
+    } else if len <= u16::MAX as usize {
+        4
+    } else {
+        10
+    };
+    base + if masked { 4 } else { 0 }
+}
+
+/// A close frame's payload: the code, then as much of `reason` as fits in
+/// 123 bytes without splitting a character.
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut p = Vec::with_capacity(2 + end);
+    p.extend_from_slice(&code.to_be_bytes());
+    p.extend_from_slice(&reason.as_bytes()[..end]);
+    p
+}
+
+/// An unmasked close frame with `code` and `reason`.
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    frame(OpCode::Control(Control::Close), &close_payload(code, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::Data;
+
+    #[test]
+    fn frames_match_the_rfc_examples() {
+        assert_eq!(frame(OpCode::Data(Data::Text), b"Hello"), [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+        assert_eq!(
+            frame_with_mask(OpCode::Data(Data::Text), b"Hello", Some([0x37, 0xfa, 0x21, 0x3d])),
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+        assert_eq!(&frame(OpCode::Data(Data::Binary), &[0; 256])[..4], [0x82, 0x7e, 0x01, 0x00]);
+        assert_eq!(&frame(OpCode::Data(Data::Binary), &[0; 65536])[..10], [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn header_len_agrees_with_frame() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            assert_eq!(frame(OpCode::Data(Data::Binary), &vec![0; len]).len(), header_len(len, false) + len);
+        }
+    }
+
+    #[test]
+    fn close_reason_is_truncated_on_a_char_boundary() {
+        let reason = "é".repeat(100); // 200 bytes
+        let p = close_payload(1001, &reason);
+        assert!(p.len() <= 125);
+        assert!(std::str::from_utf8(&p[2..]).is_ok());
+        assert_eq!(&p[..2], &1001u16.to_be_bytes());
+    }
+}
