@@ -79,6 +79,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         help: "messages kept in memory per active room (resume window without MongoDB)",
     },
     EnvVar {
+        name: "HISTORY_MAX_BYTES",
+        default: "134217728",
+        help: "memory for stored messages over all rooms; past it the least recently active rooms lose theirs",
+    },
+    EnvVar {
         name: "ALLOWED_ORIGINS",
         default: "",
         help: "comma-separated Origin values allowed to upgrade (unset: any); others get 403",
@@ -172,6 +177,8 @@ pub struct Config {
     pub history_on_join: usize,
     /// Messages kept per active room.
     pub history_ring: usize,
+    /// Bytes of stored messages over all rooms.
+    pub history_max_bytes: usize,
     /// Origins allowed to upgrade; empty means any.
     pub allowed_origins: Vec<String>,
     /// Serve the raw echo route at `/echo`.
@@ -247,6 +254,7 @@ impl Config {
             rate_burst: at_least(1, "RATE_BURST", parse(&get, "RATE_BURST", 20)?)?,
             history_on_join: parse(&get, "HISTORY_ON_JOIN", 50)?,
             history_ring: at_least(1, "HISTORY_RING", parse(&get, "HISTORY_RING", 1000)?)?,
+            history_max_bytes: at_least(1 << 20, "HISTORY_MAX_BYTES", parse(&get, "HISTORY_MAX_BYTES", 128 << 20)?)?,
             allowed_origins: get("ALLOWED_ORIGINS")
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
@@ -408,6 +416,7 @@ mod tests {
                     "RATE_BURST" => c.rate_burst as u64,
                     "HISTORY_ON_JOIN" => c.history_on_join as u64,
                     "HISTORY_RING" => c.history_ring as u64,
+                    "HISTORY_MAX_BYTES" => c.history_max_bytes as u64,
                     "ECHO_ROUTE" => c.echo_route as u64,
                     "DRAIN_DELAY_SECS" => c.drain_delay.as_secs(),
                     "DRAIN_WINDOW_SECS" => c.drain_window.as_secs(),

@@ -1,6 +1,37 @@
-//! websocket-server: a thread-per-core mio WebSocket chat server.
+//! websocket-server: a WebSocket chat server built directly on mio,
+//! thread-per-core, for high connection counts on Kubernetes.
 //!
-//! (The crate overview and module layout are filled in as the modules land.)
+//! A message sent on any connection gets the next sequence number of its
+//! room, is stored, and reaches every member of the room, in order, with
+//! no gap and no duplicate — on one node (the embedded hub) or across
+//! replicas (Redis pub/sub, MongoDB persistence).
+//!
+//! # Layout
+//! - [`config`]: every environment variable, its default and its reason.
+//! - [`server`]: starts the threads; signals, drain and exit.
+//! - [`state`]: what the threads share (config, metrics, history, inboxes).
+//! - [`net`]: the event loops — `worker` (Poll, slab of connections,
+//!   before-sleep writes), `conn` (one connection's state machine),
+//!   `outq` (queued frames, vectored writes), `listener` (SO_REUSEPORT).
+//! - [`http`]: request heads (httparse), the upgrade handshake, routes,
+//!   the embedded chat page.
+//! - [`ws`]: the RFC 6455 frame codec, shared with connflood.
+//! - [`chat`]: the JSON protocol, rooms, rate limits, history.
+//! - [`hub`]: sequencing and fan-out to the workers' inboxes.
+//! - [`store`]: persistence to MongoDB.
+//! - [`metrics`]: counters and the Prometheus exposition.
+//! - [`clock`]: ISO 8601 timestamps.
+//!
+//! docs/architecture.md follows one message through these modules.
 
+pub mod chat;
+pub mod clock;
 pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod net;
+pub mod server;
+pub mod state;
+pub mod store;
 pub mod ws;

@@ -1,7 +1,9 @@
 //! The `websocket-server` binary: reads the environment into a [`Config`],
-//! sets up logging and signals, and hands over to the library.
+//! sets up logging and signals, and hands over to [`Server`].
 
+use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 use websocket_server::config::{Config, ENV_VARS};
+use websocket_server::server::{signal_channel, Server};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,7 +33,40 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("{}", config.summary());
+    init_logging(config.log_level);
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        log::error!("panic in thread {}: {}", thread.name().unwrap_or("?"), info.to_string().replace('\n', " "));
+    }));
+    log::info!("starting websocket-server {}: {}", env!("CARGO_PKG_VERSION"), config.summary());
+    let signals = match signal_channel() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            std::process::exit(1);
+        }
+    };
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    std::process::exit(server.serve(signals));
+}
+
+/// One line per event on stdout: RFC 3339 time, level, message. Only this
+/// crate's records (the drivers' own logging stays out of `kubectl logs`).
+fn init_logging(level: log::LevelFilter) {
+    let config = ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_thread_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .set_location_level(log::LevelFilter::Off)
+        .add_filter_allow_str("websocket_server")
+        .build();
+    let _ = TermLogger::init(level, config, TerminalMode::Stdout, ColorChoice::Never);
 }
 
 fn print_help() {

@@ -1,0 +1,110 @@
+//! How a chat message becomes a sequenced broadcast on every worker.
+//!
+//! Workers never sequence anything themselves: they validate a client's
+//! message and send a [`Publish`] to the process's sequencer over a bounded
+//! channel (`try_send`: a full channel is answered with an `unavailable`
+//! error frame, never a blocked worker). The sequencer is either
+//! - [`embedded`]: one thread that assigns each room's next seq in memory
+//!   (single node, the default), or
+//! - the Redis bridge (replica mode), where Redis assigns the seq and every
+//!   pod receives the message from its subscription.
+//!
+//! Both end in [`fan_out`]: the message is appended to [`History`] and its
+//! frame — serialised and framed once per pod — goes to every worker's
+//! [`inbox`], which queues it to the room's local members.
+//!
+//! [`History`]: crate::chat::history::History
+
+pub mod embedded;
+pub mod inbox;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::chat::history::Entry;
+use inbox::{InboxSender, ToWorker};
+
+/// Messages that may wait for the sequencer before senders are refused.
+pub const PUBLISH_QUEUE_MAX: usize = 65_536;
+
+/// The connection a message came from, so a failure can be reported to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Worker index.
+    pub worker: usize,
+    /// Slab key on that worker.
+    pub key: usize,
+    /// Connection id (keys are reused, ids are not).
+    pub conn_id: u64,
+}
+
+/// A validated chat message on its way to the sequencer.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The room.
+    pub room: Arc<str>,
+    /// Sender's name.
+    pub username: String,
+    /// The text.
+    pub message: String,
+    /// When the worker accepted it, Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Who sent it.
+    pub origin: Origin,
+}
+
+/// What the sequencer's channel carries.
+#[derive(Debug)]
+pub enum HubCommand {
+    /// Sequence and deliver a message.
+    Publish(Publish),
+    /// Finish what is queued, then exit (after the workers have stopped).
+    Stop,
+}
+
+/// Hands a sequenced message to every worker.
+pub fn fan_out(inboxes: &[InboxSender], room: &Arc<str>, entry: &Entry) {
+    for inbox in inboxes {
+        inbox.send(ToWorker::Broadcast { room: room.clone(), entry: entry.clone() });
+    }
+}
+
+/// Message ids: unique across pods and restarts without coordination —
+/// a per-process tag (start time and pid) and a counter.
+#[derive(Debug)]
+pub struct IdGen {
+    tag: String,
+    next: AtomicU64,
+}
+
+impl IdGen {
+    /// A generator with a fresh per-process tag.
+    pub fn new() -> IdGen {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let tag = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
+        IdGen { tag: format!("{:012x}", tag & 0xffff_ffff_ffff), next: AtomicU64::new(1) }
+    }
+
+    /// The next id.
+    pub fn next_id(&self) -> String {
+        format!("{}-{:x}", self.tag, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for IdGen {
+    fn default() -> Self {
+        IdGen::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique() {
+        let a = IdGen::new();
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| a.next_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+}

@@ -1,0 +1,240 @@
+//! OutQueue: the bytes waiting to be written to one connection.
+//!
+//! A queue of whole frames (or HTTP responses): shared broadcast frames are
+//! `Arc` clones, never copies; frames built for one connection are owned.
+//! `write_to` sends as many queued chunks as fit in one vectored write, so
+//! frames that pile up between loop iterations leave in one syscall. Only
+//! the first chunk can be partly written (`head_written`), and
+//! [`OutQueue::discard_unstarted`] keeps it, so a frame already on the wire
+//! is always finished before anything else (a close frame) follows it.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+/// Chunks gathered into one vectored write.
+const MAX_IOV: usize = 64;
+
+/// One queued frame or response.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// A frame shared with other connections (a broadcast).
+    Shared(Arc<[u8]>),
+    /// Bytes built for this connection only.
+    Owned(Box<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(b) => b,
+            Chunk::Owned(b) => b,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(v: Vec<u8>) -> Chunk {
+        Chunk::Owned(v.into_boxed_slice())
+    }
+}
+
+/// What a call to [`OutQueue::write_to`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Syscalls made.
+    pub calls: usize,
+    /// The socket would block: wait for a writable event.
+    pub blocked: bool,
+}
+
+/// The frames waiting for one connection.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    head_written: usize,
+    /// Bytes queued and not yet written.
+    bytes: usize,
+}
+
+impl OutQueue {
+    /// Queues `chunk` behind everything else.
+    pub fn push(&mut self, chunk: Chunk) {
+        self.bytes += chunk.bytes().len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Drops every chunk not yet started; keeps a partly written front chunk.
+    /// Returns the bytes dropped.
+    pub fn discard_unstarted(&mut self) -> usize {
+        let keep = usize::from(self.head_written > 0 && !self.chunks.is_empty());
+        let dropped: usize = self.chunks.drain(keep..).map(|c| c.bytes().len()).sum();
+        self.bytes -= dropped;
+        dropped
+    }
+
+    /// Releases the queue's memory if it is empty (an idle connection then
+    /// holds no buffer at all).
+    pub fn release_if_empty(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    /// Writes until the queue is empty, the socket would block, or `budget`
+    /// bytes have been written.
+    pub fn write_to(&mut self, w: &mut impl Write, budget: usize) -> io::Result<Written> {
+        let mut done = Written { bytes: 0, calls: 0, blocked: false };
+        while !self.chunks.is_empty() && done.bytes < budget {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n_iov = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOV).enumerate() {
+                let bytes = if i == 0 { &chunk.bytes()[self.head_written..] } else { chunk.bytes() };
+                iov[n_iov] = IoSlice::new(bytes);
+                n_iov += 1;
+            }
+            let n = match w.write_vectored(&iov[..n_iov]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    done.blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            done.calls += 1;
+            done.bytes += n;
+            self.advance(n);
+        }
+        Ok(done)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else { break };
+            let left = front.bytes().len() - self.head_written;
+            if n >= left {
+                n -= left;
+                self.chunks.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += n;
+                n = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that accepts at most `cap` bytes per call, then blocks after `calls` calls.
+    struct Trickle {
+        out: Vec<u8>,
+        cap: usize,
+        calls_left: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.calls_left == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls_left -= 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.cap - n);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.cap {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_exactly_and_share_frames() {
+        let shared: Arc<[u8]> = Arc::from(&b"shared-frame"[..]);
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(b"abc".to_vec().into()));
+        q.push(Chunk::Shared(shared.clone()));
+        q.push(b"xyz".to_vec().into());
+        assert_eq!(q.bytes(), 18);
+        let mut w = Trickle { out: vec![], cap: 5, calls_left: 2 };
+        let r = q.write_to(&mut w, usize::MAX).unwrap();
+        assert_eq!(r, Written { bytes: 10, calls: 2, blocked: true });
+        assert_eq!(q.bytes(), 8);
+        w.calls_left = 10;
+        q.write_to(&mut w, usize::MAX).unwrap();
+        assert_eq!(w.out, b"abcshared-framexyz");
+        assert!(q.is_empty() && q.bytes() == 0);
+        assert_eq!(Arc::strong_count(&shared), 1, "the queue released its clone");
+    }
+
+    #[test]
+    fn many_frames_leave_in_one_call() {
+        let mut q = OutQueue::default();
+        for _ in 0..10 {
+            q.push(b"0123456789".to_vec().into());
+        }
+        let mut w = Trickle { out: vec![], cap: 1000, calls_left: 1 };
+        assert_eq!(q.write_to(&mut w, usize::MAX).unwrap().calls, 1);
+        assert_eq!(w.out.len(), 100);
+    }
+
+    #[test]
+    fn discard_keeps_a_started_frame() {
+        let mut q = OutQueue::default();
+        q.push(b"12345".to_vec().into());
+        q.push(b"678".to_vec().into());
+        let mut w = Trickle { out: vec![], cap: 2, calls_left: 1 };
+        q.write_to(&mut w, usize::MAX).unwrap();
+        assert_eq!(q.discard_unstarted(), 3);
+        q.push(b"C".to_vec().into());
+        w.calls_left = 10;
+        w.cap = 100;
+        q.write_to(&mut w, usize::MAX).unwrap();
+        assert_eq!(w.out, b"12345C", "the started frame is finished before the close");
+        let mut fresh = OutQueue::default();
+        fresh.push(b"abc".to_vec().into());
+        assert_eq!(fresh.discard_unstarted(), 3, "nothing started: everything goes");
+    }
+
+    #[test]
+    fn budget_bounds_one_call_and_release_frees_memory() {
+        let mut q = OutQueue::default();
+        for _ in 0..4 {
+            q.push(vec![0u8; 100].into());
+        }
+        let mut w = Trickle { out: vec![], cap: 100, calls_left: 10 };
+        let r = q.write_to(&mut w, 150).unwrap();
+        assert_eq!((r.bytes, r.blocked), (200, false));
+        q.write_to(&mut w, usize::MAX).unwrap();
+        q.release_if_empty();
+        assert_eq!(q.chunks.capacity(), 0);
+    }
+}

@@ -1,0 +1,1021 @@
+//! Worker: one event-loop thread. Owns its Poll, listener, connections
+//! (a slab keyed by mio token), room index and scratch buffer.
+//!
+//! One iteration of the loop:
+//! 1. `poll` (the timeout is 0 when work was left over, else the time to
+//!    the next drain close or clock tick);
+//! 2. dispatch events: accept until WouldBlock; read each readable
+//!    connection until WouldBlock or its read budget; a writable event
+//!    only re-arms the connection's pending write;
+//! 3. drain the inbox (broadcasts, rejects, drain orders), bounded;
+//! 4. once a second, the tick: handshake and close deadlines, pings,
+//!    silent clients, release of idle buffers, a paused accept;
+//! 5. `before_sleep`: write every pending connection (one vectored write
+//!    gathers what piled up), then remove the connections marked DOOMED.
+//!
+//! Every handler for one connection runs under `catch_unwind`: a panic
+//! closes that connection and is counted; the worker goes on.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::conn::{flag, ChatSession, Conn, Phase as ConnPhase, Service};
+use super::outq::Chunk;
+use crate::chat::history::Entry;
+use crate::chat::protocol::{self, Reject, Welcome, DRAIN_NOTICE};
+use crate::chat::ratelimit::TokenBucket;
+use crate::chat::rooms::RoomIndex;
+use crate::clock;
+use crate::http::request::parse_head;
+use crate::http::response::Response;
+use crate::http::routes::{self, Route, UpgradeKind};
+use crate::http::upgrade;
+use crate::hub::inbox::{Inbox, ToWorker};
+use crate::hub::{HubCommand, Origin, Publish};
+use crate::metrics::{CloseReason, WorkerMetrics};
+use crate::state::ServerState;
+use crate::ws::{encoder, Control, Data, Limits, Message, OpCode, Role, WsError};
+
+/// Token of the listener (slab keys never reach the top of the range).
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the inbox waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Size of the per-worker read buffer lent to each connection as it reads.
+const SCRATCH_LEN: usize = 64 * 1024;
+/// Bytes read from one connection per event before others get a turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// Bytes written to one connection per iteration before others get a turn.
+const WRITE_BUDGET: usize = 1024 * 1024;
+/// Inbox messages handled per iteration.
+const INBOX_BUDGET: usize = 8192;
+/// Seconds allowed for a close handshake (and lingering) before the socket is dropped.
+const CLOSE_TIMEOUT_SECS: u32 = 5;
+/// Rate-limited messages in a row that close the connection (1008).
+const MAX_STRIKES: u8 = 10;
+/// Events taken per poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Closing every connection over the drain window.
+#[derive(Debug)]
+struct DrainPlan {
+    start: Instant,
+    window: Duration,
+    /// Connections to close, with their ids (keys may be reused meanwhile).
+    targets: Vec<(usize, u64)>,
+    /// How many of `targets` have been closed.
+    next: usize,
+}
+
+/// One event-loop thread's state.
+#[derive(Debug)]
+pub struct Worker {
+    /// Index among the workers (for metrics and origins).
+    index: usize,
+    poll: Poll,
+    /// `None` once draining closed it.
+    listener: Option<TcpListener>,
+    /// accept() failed for lack of descriptors: retry on the tick.
+    accept_paused: bool,
+    conns: Slab<Conn>,
+    rooms: RoomIndex,
+    inbox: Inbox,
+    /// Messages were left in the inbox: poll without sleeping.
+    inbox_more: bool,
+    /// Lent to a connection for each read; a connection keeps bytes only
+    /// when a partial frame or request remains.
+    scratch: Vec<u8>,
+    /// Connections with output to write in `before_sleep`.
+    pending_write: Vec<usize>,
+    /// Spare list swapped with `pending_write` while flushing.
+    flushing: Vec<usize>,
+    /// Connections whose read budget ran out.
+    pending_read: Vec<usize>,
+    /// Connections to remove in `before_sleep`.
+    doomed: Vec<usize>,
+    /// Connections over their outbound bound, closed after the current fan-out.
+    slow: Vec<usize>,
+    /// Chat connections waiting for their room's history to load (replica mode).
+    waiting: HashMap<Arc<str>, Vec<(usize, u64)>>,
+    state: Arc<ServerState>,
+    /// Seconds since the process started (coarse clock for deadlines).
+    now: u32,
+    /// Milliseconds since the process started (rate limits).
+    now_ms: u32,
+    /// `now` at the last tick.
+    last_tick: u32,
+    drain: Option<DrainPlan>,
+    limits: Limits,
+    /// An empty ping frame, shared by every ping this worker sends.
+    ping_frame: Arc<[u8]>,
+}
+
+impl Worker {
+    /// A worker for `poll`, which already has `inbox`'s waker registered under [`WAKER`].
+    pub fn new(
+        index: usize,
+        poll: Poll,
+        mut listener: TcpListener,
+        inbox: Inbox,
+        state: Arc<ServerState>,
+    ) -> io::Result<Worker> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let limits = Limits { role: Role::Server, max_message: state.config.max_message_bytes };
+        Ok(Worker {
+            index,
+            poll,
+            listener: Some(listener),
+            accept_paused: false,
+            conns: Slab::with_capacity(1024),
+            rooms: RoomIndex::new(),
+            inbox,
+            inbox_more: false,
+            scratch: vec![0; SCRATCH_LEN],
+            pending_write: Vec::new(),
+            flushing: Vec::new(),
+            pending_read: Vec::new(),
+            doomed: Vec::new(),
+            slow: Vec::new(),
+            waiting: HashMap::new(),
+            state,
+            now: 0,
+            now_ms: 0,
+            last_tick: 0,
+            drain: None,
+            limits,
+            ping_frame: encoder::frame(OpCode::Control(Control::Ping), b"").into(),
+        })
+    }
+
+    fn metrics(&self) -> &WorkerMetrics {
+        &self.state.metrics.workers[self.index]
+    }
+
+    /// Runs the loop until the drain is complete.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        self.update_clock();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}; stopping", self.index);
+                    break;
+                }
+            }
+            self.update_clock();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => self.inbox.clear_notified(),
+                    Token(key) => {
+                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                        self.on_event(key, readable, event.is_writable());
+                    }
+                }
+            }
+            self.drain_inbox();
+            self.read_pending();
+            if self.now != self.last_tick {
+                self.last_tick = self.now;
+                self.on_tick();
+            }
+            self.drain_step();
+            self.before_sleep();
+            if self.finished() {
+                break;
+            }
+        }
+        let left: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in left {
+            self.remove(key);
+        }
+        log::debug!("worker {} stopped", self.index);
+    }
+
+    fn update_clock(&mut self) {
+        let elapsed = self.state.started.elapsed();
+        self.now = elapsed.as_secs() as u32;
+        self.now_ms = elapsed.as_millis() as u32;
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if self.inbox_more || !self.pending_read.is_empty() || !self.pending_write.is_empty() {
+            return Duration::ZERO;
+        }
+        let to_tick = Duration::from_millis(1000 - u64::from(self.now_ms % 1000));
+        match &self.drain {
+            Some(plan) if plan.next < plan.targets.len() => {
+                let due = plan.window.mul_f64((plan.next + 1) as f64 / plan.targets.len() as f64);
+                due.saturating_sub(plan.start.elapsed()).min(to_tick)
+            }
+            _ => to_tick,
+        }
+    }
+
+    // ------------------------------------------------------------ accepting
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
+                Ok((mut socket, peer)) => {
+                    self.metrics().accepted.fetch_add(1, Relaxed);
+                    if let Err(e) = socket.set_nodelay(true) {
+                        log::debug!("set_nodelay {peer}: {e}");
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) =
+                        self.poll.registry().register(&mut socket, Token(key), Interest::READABLE | Interest::WRITABLE)
+                    {
+                        log::warn!("registering a connection from {peer} failed: {e}");
+                        continue;
+                    }
+                    let id = self.state.next_conn_id();
+                    let handshake = self.state.config.handshake_timeout.as_secs() as u32;
+                    entry.insert(Conn::new(socket, id, self.now, handshake));
+                    self.metrics().http_connections.fetch_add(1, Relaxed);
+                    log::trace!("accepted {peer} as connection {id}");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_paused = false;
+                    return;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) => {
+                    // EMFILE/ENFILE and the like: the backlog keeps the
+                    // connections; the tick retries once descriptors free up.
+                    self.metrics().accept_errors.fetch_add(1, Relaxed);
+                    if !self.accept_paused {
+                        log::warn!(
+                            "worker {}: accept failed ({e}) with {} connections open; retrying every second",
+                            self.index,
+                            self.conns.len()
+                        );
+                    }
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ events
+
+    fn on_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if !self.conns.contains(key) {
+            return; // an event for a connection removed earlier in this batch
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if writable {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.flags &= !flag::WRITE_BLOCKED;
+                    if !c.out.is_empty() {
+                        self.schedule_write(key);
+                    }
+                }
+            }
+            if readable {
+                self.on_readable(key);
+            }
+        }));
+        if result.is_err() {
+            self.on_panic(key);
+        }
+    }
+
+    fn on_panic(&mut self, key: usize) {
+        self.metrics().panics.fetch_add(1, Relaxed);
+        if self.scratch.len() < SCRATCH_LEN {
+            self.scratch = vec![0; SCRATCH_LEN];
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            log::error!("worker {}: handler panicked on connection {}; closing it", self.index, c.id);
+            c.set_reason(CloseReason::Panic);
+            c.flags |= flag::DISCARD_INPUT;
+            self.doom(key);
+        }
+    }
+
+    fn read_pending(&mut self) {
+        let list = std::mem::take(&mut self.pending_read);
+        for key in list {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.flags &= !flag::READ_PENDING;
+                self.on_event(key, true, false);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let mut budget = READ_BUDGET;
+        loop {
+            if self.scratch.len() < SCRATCH_LEN {
+                self.scratch.resize(SCRATCH_LEN, 0);
+            }
+            let Some(c) = self.conns.get_mut(key) else { return };
+            if c.has(flag::DOOMED) {
+                return;
+            }
+            match c.socket.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.on_eof(key);
+                    return;
+                }
+                Ok(n) => {
+                    c.last_rx = self.now;
+                    c.flags &= !flag::PINGED;
+                    self.metrics().bytes_in.fetch_add(n as u64, Relaxed);
+                    self.on_bytes(key, n);
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        if let Some(c) = self.conns.get_mut(key) {
+                            if !c.has(flag::READ_PENDING | flag::DOOMED) {
+                                c.flags |= flag::READ_PENDING;
+                                self.pending_read.push(key);
+                            }
+                        }
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("read error on connection {}: {e}", c.id);
+                    if matches!(c.phase, ConnPhase::Ws { .. }) {
+                        c.set_reason(if e.kind() == io::ErrorKind::ConnectionReset {
+                            CloseReason::Reset
+                        } else {
+                            CloseReason::Error
+                        });
+                    }
+                    self.doom(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_eof(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if matches!(c.phase, ConnPhase::Ws { .. }) {
+            c.set_reason(CloseReason::Reset);
+        }
+        if c.out.is_empty() || c.has(flag::LINGER) {
+            self.doom(key);
+        } else {
+            // Finish writing what is queued (an HTTP client may half-close after its request).
+            c.flags |= flag::CLOSE_AFTER_FLUSH | flag::DISCARD_INPUT | flag::PEER_EOF;
+            self.schedule_write(key);
+        }
+    }
+
+    /// Handles `n` fresh bytes in the scratch buffer.
+    fn on_bytes(&mut self, key: usize, n: usize) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.has(flag::DISCARD_INPUT) {
+            return;
+        }
+        if c.inbuf.is_empty() {
+            // The common case: parse straight from the scratch buffer and
+            // keep only an incomplete tail.
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let used = self.process(key, &mut scratch[..n]);
+            if used < n {
+                if let Some(c) = self.conns.get_mut(key) {
+                    if !c.has(flag::DISCARD_INPUT) {
+                        c.inbuf.extend_from_slice(&scratch[used..n]);
+                    }
+                }
+            }
+            self.scratch = scratch;
+        } else {
+            let mut buf = std::mem::take(&mut c.inbuf);
+            buf.extend_from_slice(&self.scratch[..n]);
+            let used = self.process(key, &mut buf);
+            buf.drain(..used);
+            if let Some(c) = self.conns.get_mut(key) {
+                if !c.has(flag::DISCARD_INPUT) {
+                    c.inbuf = buf;
+                }
+            }
+        }
+    }
+
+    /// Parses requests or frames from the front of `buf`; returns the bytes used.
+    fn process(&mut self, key: usize, buf: &mut [u8]) -> usize {
+        let mut off = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(key) else { return buf.len() };
+            if c.has(flag::DISCARD_INPUT | flag::DOOMED) {
+                return buf.len();
+            }
+            match &mut c.phase {
+                ConnPhase::Http => match parse_head(&buf[off..], self.state.config.max_request_bytes) {
+                    Ok(None) => return off,
+                    Ok(Some(head)) => {
+                        off += head.len;
+                        self.on_request(key, &head);
+                    }
+                    Err(e) => {
+                        log::debug!("connection {}: {e}", c.id);
+                        self.respond(key, Response::text(e.status(), &e.to_string()), false, false);
+                        return buf.len();
+                    }
+                },
+                ConnPhase::Ws { decoder, .. } => match decoder.decode(&mut buf[off..], &self.limits) {
+                    Ok(None) => return off,
+                    Ok(Some((used, message))) => {
+                        off += used;
+                        self.metrics().frames_in.fetch_add(1, Relaxed);
+                        if let Some(m) = message {
+                            self.on_message(key, m);
+                        }
+                    }
+                    Err(e) => {
+                        self.on_protocol_error(key, e);
+                        return buf.len();
+                    }
+                },
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ HTTP
+
+    fn on_request(&mut self, key: usize, head: &crate::http::request::Head<'_>) {
+        match routes::route(head, &self.state) {
+            Route::Respond(resp) => {
+                let keep_alive = head.keep_alive() && self.drain.is_none();
+                self.respond(key, resp, keep_alive, head.method == "HEAD");
+            }
+            Route::Upgrade { accept, kind } => self.upgrade(key, &accept, kind),
+        }
+    }
+
+    /// Queues an HTTP response; errors and non-keep-alive requests close after it.
+    fn respond(&mut self, key: usize, resp: Response, keep_alive: bool, head_only: bool) {
+        let status = resp.status();
+        let keep = keep_alive && status < 400;
+        self.metrics().http_response(status);
+        self.queue(key, resp.into_bytes(keep, head_only).into());
+        let handshake = self.state.config.handshake_timeout.as_secs() as u32;
+        let now = self.now;
+        if let Some(c) = self.conns.get_mut(key) {
+            if keep {
+                c.deadline = now + handshake;
+            } else {
+                c.flags |= flag::CLOSE_AFTER_FLUSH | flag::DISCARD_INPUT;
+                c.deadline = now + CLOSE_TIMEOUT_SECS;
+            }
+        }
+    }
+
+    fn upgrade(&mut self, key: usize, accept: &str, kind: UpgradeKind) {
+        if self.drain.is_some() || !self.state.try_reserve_ws() {
+            self.respond(key, routes::at_capacity(), false, false);
+            return;
+        }
+        let m = &self.state.metrics.workers[self.index];
+        m.http_connections.fetch_sub(1, Relaxed);
+        m.ws_connections.fetch_add(1, Relaxed);
+        m.upgrades.fetch_add(1, Relaxed);
+        m.http_response(101);
+        let Some(c) = self.conns.get_mut(key) else { return };
+        c.flags = (c.flags & !flag::HTTP) | flag::WS_SLOT;
+        c.out.push(upgrade::switching_protocols(accept).into());
+        let service = match kind {
+            UpgradeKind::Echo => Service::Echo,
+            UpgradeKind::Chat(params) => Service::Chat(Box::new(ChatSession {
+                room: self.rooms.intern(&params.room),
+                slot: 0,
+                joined: false,
+                since: params.since,
+                name: params.name.into_boxed_str(),
+                delivered: 0,
+                bucket: TokenBucket::new(self.state.config.rate_burst, self.now_ms),
+                strikes: 0,
+            })),
+        };
+        let is_chat = matches!(service, Service::Chat(_));
+        c.phase = ConnPhase::Ws { decoder: crate::ws::Decoder::new(), service };
+        log::debug!("connection {} upgraded", c.id);
+        self.schedule_write(key);
+        if is_chat {
+            self.join(key);
+        }
+    }
+
+    // ------------------------------------------------------------ chat
+
+    /// Sends the welcome frame with the room's history and makes the
+    /// connection a member of its room, atomically with respect to this
+    /// worker's inbox: broadcasts handled after this point are either in
+    /// the snapshot (skipped by `delivered`) or newer.
+    fn join(&mut self, key: usize) {
+        let state = self.state.clone();
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let conn_id = c.id;
+        let Some(chat) = c.chat() else { return };
+        let snap = state.history.snapshot(&chat.room, chat.since, state.config.history_on_join);
+        let welcome = Welcome {
+            pod_name: &state.config.pod_name,
+            connection: conn_id,
+            room: &chat.room,
+            last_seq: snap.last_seq,
+            history: snap.entries.iter().map(Entry::json).collect(),
+            recovered: snap.recovered,
+        }
+        .to_json();
+        chat.delivered = snap.last_seq;
+        chat.slot = self.rooms.join(&chat.room, key);
+        chat.joined = true;
+        let frame = encoder::frame(OpCode::Data(Data::Text), welcome.as_bytes());
+        c.allowance = frame.len() as u32;
+        self.queue_frame(key, frame.into());
+    }
+
+    fn leave_room(&mut self, key: usize) {
+        let Some(chat) = self.conns.get_mut(key).and_then(|c| c.chat()) else { return };
+        if !chat.joined {
+            return;
+        }
+        chat.joined = false;
+        let (room, slot) = (chat.room.clone(), chat.slot);
+        if let Some(moved) = self.rooms.leave(&room, slot) {
+            if let Some(other) = self.conns.get_mut(moved).and_then(|c| c.chat()) {
+                other.slot = slot;
+            }
+        }
+    }
+
+    fn on_message(&mut self, key: usize, message: Message<'_>) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let closing = c.has(flag::CLOSE_SENT);
+        match message {
+            Message::Ping(payload) => {
+                // "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+                //  response, unless it already received a Close frame." (§5.5.2)
+                if !closing {
+                    self.queue_frame(key, encoder::frame(OpCode::Control(Control::Pong), payload).into());
+                }
+            }
+            Message::Pong(_) => {}
+            Message::Close(close) => self.on_close_frame(key, close),
+            Message::Text(payload) => match &c.phase {
+                ConnPhase::Ws { service: Service::Echo, .. } => {
+                    if !closing {
+                        self.queue_frame(key, encoder::frame(OpCode::Data(Data::Text), payload.as_bytes()).into());
+                    }
+                }
+                _ => self.on_chat(key, payload.as_text()),
+            },
+            Message::Binary(payload) => match &c.phase {
+                ConnPhase::Ws { service: Service::Echo, .. } => {
+                    if !closing {
+                        self.queue_frame(key, encoder::frame(OpCode::Data(Data::Binary), payload.as_bytes()).into());
+                    }
+                }
+                _ => self.reject(key, Reject::new("unsupported", "chat frames are JSON text, not binary")),
+            },
+        }
+    }
+
+    fn on_chat(&mut self, key: usize, text: &str) {
+        let state = self.state.clone();
+        let config = &state.config;
+        let (now_ms, index) = (self.now_ms, self.index);
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let conn_id = c.id;
+        let Some(chat) = c.chat() else { return };
+        let incoming = match protocol::parse_chat(text, &chat.name, config.max_chat_bytes) {
+            Ok(m) => m,
+            Err(reject) => return self.reject(key, reject),
+        };
+        if !chat.bucket.try_take(now_ms, config.rate_limit, config.rate_burst) {
+            chat.strikes = chat.strikes.saturating_add(1);
+            let abusive = chat.strikes >= MAX_STRIKES;
+            self.reject(
+                key,
+                Reject::new(
+                    "rate_limited",
+                    format!("more than {} messages per second; message not sent", config.rate_limit),
+                ),
+            );
+            if abusive {
+                self.start_close(key, 1008, "rate limit exceeded", CloseReason::RateLimit, false);
+            }
+            return;
+        }
+        chat.strikes = 0;
+        let publish = Publish {
+            room: chat.room.clone(),
+            username: incoming.username,
+            message: incoming.message,
+            timestamp_ms: clock::unix_millis(),
+            origin: Origin { worker: index, key, conn_id },
+        };
+        match state.publish.try_send(HubCommand::Publish(publish)) {
+            Ok(()) => {
+                self.metrics().messages_in.fetch_add(1, Relaxed);
+            }
+            Err(_) => self.reject(key, Reject::new("unavailable", "the server is overloaded; message not sent")),
+        }
+    }
+
+    /// Answers a client frame with an error frame (if the connection may still send).
+    fn reject(&mut self, key: usize, reject: Reject) {
+        self.metrics().reject(reject.code);
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if !c.has(flag::CLOSE_SENT) {
+            let frame = encoder::frame(OpCode::Data(Data::Text), reject.to_json().as_bytes());
+            self.queue_frame(key, frame.into());
+        }
+    }
+
+    // ------------------------------------------------------------ closing
+
+    fn on_close_frame(&mut self, key: usize, close: Option<(u16, &str)>) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(key) else { return };
+        c.flags |= flag::DISCARD_INPUT;
+        if c.has(flag::CLOSE_SENT) {
+            // The answer to our close: the handshake is complete; lingering ends at the peer's FIN.
+            return;
+        }
+        // "If an endpoint receives a Close frame and did not previously send a
+        //  Close frame, the endpoint MUST send a Close frame in response. (When
+        //  sending a Close frame in response, the endpoint typically echos the
+        //  status code it received.)" (§5.5.1)
+        let payload = close.map_or_else(Vec::new, |(code, _)| encoder::close_payload(code, ""));
+        c.set_reason(CloseReason::Client);
+        c.flags |= flag::CLOSE_SENT | flag::CLOSE_AFTER_FLUSH;
+        c.deadline = now + CLOSE_TIMEOUT_SECS;
+        self.queue_frame(key, encoder::frame(OpCode::Control(Control::Close), &payload).into());
+        self.leave_room(key);
+    }
+
+    fn on_protocol_error(&mut self, key: usize, e: WsError) {
+        let reason = match e.close_code() {
+            1007 => CloseReason::InvalidUtf8,
+            1009 => CloseReason::TooBig,
+            _ => CloseReason::Protocol,
+        };
+        if let Some(c) = self.conns.get(key) {
+            log::debug!("connection {}: {e}; closing with {}", c.id, e.close_code());
+        }
+        self.start_close(key, e.close_code(), &e.to_string(), reason, false);
+    }
+
+    /// Sends a close frame and stops sending; with `keep_reading`, chat
+    /// messages still in flight from the client are read and published.
+    fn start_close(&mut self, key: usize, code: u16, text: &str, reason: CloseReason, keep_reading: bool) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.has(flag::CLOSE_SENT) {
+            return;
+        }
+        if reason == CloseReason::SlowConsumer {
+            let dropped = c.out.discard_unstarted();
+            self.state.metrics.workers[self.index].outbound_bytes.fetch_sub(dropped as i64, Relaxed);
+        }
+        c.set_reason(reason);
+        c.flags |= flag::CLOSE_SENT | flag::CLOSE_AFTER_FLUSH;
+        if !keep_reading {
+            c.flags |= flag::DISCARD_INPUT;
+        }
+        c.deadline = now + CLOSE_TIMEOUT_SECS;
+        self.queue_frame(key, encoder::close_frame(code, text).into());
+        self.leave_room(key);
+    }
+
+    fn doom(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.has(flag::DOOMED) {
+                c.flags |= flag::DOOMED;
+                self.doomed.push(key);
+            }
+        }
+    }
+
+    /// Removes a connection: out of its room, out of the gauges, socket closed.
+    fn remove(&mut self, key: usize) {
+        self.leave_room(key);
+        let Some(c) = self.conns.try_remove(key) else { return };
+        let m = &self.state.metrics.workers[self.index];
+        if c.has(flag::HTTP) {
+            m.http_connections.fetch_sub(1, Relaxed);
+        }
+        if c.has(flag::WS_SLOT) {
+            m.ws_connections.fetch_sub(1, Relaxed);
+            self.state.release_ws();
+        }
+        if let Some(reason) = c.close_reason {
+            m.close(reason);
+        }
+        m.outbound_bytes.fetch_sub(c.out.bytes() as i64, Relaxed);
+        log::trace!("connection {} removed ({:?})", c.id, c.close_reason);
+        // Dropping the socket closes it; epoll forgets a closed descriptor.
+    }
+
+    // ------------------------------------------------------------ output
+
+    fn queue_frame(&mut self, key: usize, chunk: Chunk) {
+        self.metrics().frames_out.fetch_add(1, Relaxed);
+        self.queue(key, chunk);
+    }
+
+    /// Queues output on a connection and marks it for `before_sleep`.
+    fn queue(&mut self, key: usize, chunk: Chunk) {
+        let max = self.state.config.max_outbound_bytes;
+        let m = &self.state.metrics.workers[self.index];
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let before = c.out.bytes();
+        c.out.push(chunk);
+        m.outbound_bytes.fetch_add((c.out.bytes() - before) as i64, Relaxed);
+        check_bound(c, key, max, &mut self.slow);
+        self.schedule_write(key);
+    }
+
+    fn schedule_write(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.has(flag::IN_PENDING) {
+                c.flags |= flag::IN_PENDING;
+                self.pending_write.push(key);
+            }
+        }
+    }
+
+    fn close_slow_consumers(&mut self) {
+        for key in std::mem::take(&mut self.slow) {
+            if let Some(c) = self.conns.get(key) {
+                log::info!(
+                    "connection {} is a slow consumer ({} bytes queued); closing it (1008)",
+                    c.id,
+                    c.out.bytes()
+                );
+            }
+            self.start_close(key, 1008, "slow consumer", CloseReason::SlowConsumer, false);
+        }
+    }
+
+    /// Writes every pending connection, then removes the doomed ones.
+    fn before_sleep(&mut self) {
+        std::mem::swap(&mut self.pending_write, &mut self.flushing);
+        let mut list = std::mem::take(&mut self.flushing);
+        for &key in &list {
+            if let Err(e) = catch_unwind(AssertUnwindSafe(|| self.flush(key))) {
+                drop(e);
+                self.on_panic(key);
+            }
+        }
+        list.clear();
+        self.flushing = list;
+        for key in std::mem::take(&mut self.doomed) {
+            self.remove(key);
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let now = self.now;
+        let m = &self.state.metrics.workers[self.index];
+        let Some(c) = self.conns.get_mut(key) else { return };
+        c.flags &= !flag::IN_PENDING;
+        if c.has(flag::DOOMED | flag::WRITE_BLOCKED) {
+            return; // a writable event re-arms a blocked connection
+        }
+        match c.out.write_to(&mut c.socket, WRITE_BUDGET) {
+            Ok(w) => {
+                m.bytes_out.fetch_add(w.bytes as u64, Relaxed);
+                m.writes.fetch_add(w.calls as u64, Relaxed);
+                m.outbound_bytes.fetch_sub(w.bytes as i64, Relaxed);
+                if w.blocked {
+                    c.flags |= flag::WRITE_BLOCKED;
+                } else if !c.out.is_empty() {
+                    self.schedule_write(key); // budget used up: continue next iteration
+                } else {
+                    c.allowance = 0;
+                    if c.has(flag::CLOSE_AFTER_FLUSH) && !c.has(flag::LINGER) {
+                        if c.has(flag::PEER_EOF) {
+                            self.doom(key);
+                        } else {
+                            // Our last bytes are out: send FIN and read until the peer's.
+                            let _ = c.socket.shutdown(Shutdown::Write);
+                            c.flags |= flag::LINGER;
+                            c.deadline = now + CLOSE_TIMEOUT_SECS;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                log::debug!("write error on connection {}: {e}", c.id);
+                if matches!(c.phase, ConnPhase::Ws { .. }) {
+                    c.set_reason(CloseReason::Error);
+                }
+                self.doom(key);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ inbox
+
+    fn drain_inbox(&mut self) {
+        self.inbox_more = false;
+        for _ in 0..INBOX_BUDGET {
+            let Some(msg) = self.inbox.try_recv() else {
+                self.close_slow_consumers();
+                return;
+            };
+            match msg {
+                ToWorker::Broadcast { room, entry } => self.broadcast(&room, &entry),
+                ToWorker::Reject { key, conn_id, reject } => {
+                    if self.conns.get(key).is_some_and(|c| c.id == conn_id) {
+                        self.reject(key, reject);
+                    }
+                }
+                ToWorker::Resync { room } => {
+                    for key in self.rooms.members(&room).to_vec() {
+                        self.start_close(key, 1012, "resync: reconnect with since", CloseReason::Resync, false);
+                    }
+                }
+                ToWorker::RoomReady { room } => {
+                    for (key, id) in self.waiting.remove(&room).unwrap_or_default() {
+                        if self.conns.get(key).is_some_and(|c| c.id == id) {
+                            self.join(key);
+                        }
+                    }
+                }
+                ToWorker::Drain => self.begin_drain(),
+            }
+        }
+        self.inbox_more = true;
+        self.close_slow_consumers();
+    }
+
+    /// Queues `entry` to every local member of `room` that has not had it.
+    fn broadcast(&mut self, room: &str, entry: &Entry) {
+        let max = self.state.config.max_outbound_bytes;
+        let m = &self.state.metrics.workers[self.index];
+        let members = self.rooms.members(room);
+        let mut delivered = 0u64;
+        let mut bytes = 0i64;
+        for &key in members {
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            if c.has(flag::CLOSE_SENT | flag::SLOW | flag::DOOMED) {
+                continue;
+            }
+            let Some(chat) = c.chat() else { continue };
+            if entry.seq <= chat.delivered {
+                continue; // already in this client's join snapshot
+            }
+            chat.delivered = entry.seq;
+            c.out.push(Chunk::Shared(entry.frame.clone()));
+            delivered += 1;
+            bytes += entry.frame.len() as i64;
+            check_bound(c, key, max, &mut self.slow);
+            if !c.has(flag::IN_PENDING) {
+                c.flags |= flag::IN_PENDING;
+                self.pending_write.push(key);
+            }
+        }
+        m.messages_out.fetch_add(delivered, Relaxed);
+        m.frames_out.fetch_add(delivered, Relaxed);
+        m.outbound_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    // ------------------------------------------------------------ timers
+
+    /// Once a second: deadlines, pings, silent clients, idle buffers.
+    fn on_tick(&mut self) {
+        let now = self.now;
+        let ping = self.state.config.ping_interval.as_secs() as u32;
+        let mut expired = Vec::new();
+        let mut silent = Vec::new();
+        let mut to_ping = Vec::new();
+        for (key, c) in self.conns.iter_mut() {
+            if c.has(flag::DOOMED) {
+                continue;
+            }
+            let closing = c.has(flag::CLOSE_AFTER_FLUSH | flag::LINGER);
+            match c.phase {
+                ConnPhase::Http if now >= c.deadline => {
+                    if !closing {
+                        c.set_reason(CloseReason::HandshakeTimeout);
+                    }
+                    expired.push(key);
+                }
+                ConnPhase::Ws { .. } if closing && now >= c.deadline => expired.push(key),
+                ConnPhase::Ws { .. } if !c.has(flag::CLOSE_SENT) => {
+                    let quiet = now.saturating_sub(c.last_rx);
+                    if quiet >= 2 * ping {
+                        silent.push(key);
+                    } else if quiet >= ping && !c.has(flag::PINGED) {
+                        c.flags |= flag::PINGED;
+                        to_ping.push(key);
+                    }
+                }
+                _ => {}
+            }
+            if c.out.is_empty() {
+                c.out.release_if_empty();
+            }
+            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+                c.inbuf = Vec::new();
+            }
+        }
+        for key in expired {
+            self.doom(key);
+        }
+        for key in silent {
+            self.start_close(key, 1001, "no answer to ping", CloseReason::Timeout, false);
+        }
+        for key in to_ping {
+            self.queue_frame(key, Chunk::Shared(self.ping_frame.clone()));
+        }
+        if self.accept_paused {
+            self.accept_all();
+        }
+    }
+
+    // ------------------------------------------------------------ drain
+
+    fn begin_drain(&mut self) {
+        if self.drain.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let mut targets = Vec::new();
+        let mut idle_http = Vec::new();
+        for (key, c) in self.conns.iter() {
+            match c.phase {
+                ConnPhase::Ws { .. } if !c.has(flag::CLOSE_SENT) => targets.push((key, c.id)),
+                ConnPhase::Http if c.out.is_empty() && c.inbuf.is_empty() => idle_http.push(key),
+                _ => {}
+            }
+        }
+        for key in idle_http {
+            self.doom(key);
+        }
+        log::info!(
+            "worker {}: closing {} connections over {:?}",
+            self.index,
+            targets.len(),
+            self.state.config.drain_window
+        );
+        self.drain =
+            Some(DrainPlan { start: Instant::now(), window: self.state.config.drain_window, targets, next: 0 });
+        self.drain_step();
+    }
+
+    /// Closes the connections whose turn has come in the drain window.
+    fn drain_step(&mut self) {
+        let Some(plan) = &mut self.drain else { return };
+        let total = plan.targets.len();
+        let due = if plan.window.is_zero() {
+            total
+        } else {
+            let frac = plan.start.elapsed().as_secs_f64() / plan.window.as_secs_f64();
+            ((total as f64 * frac).ceil() as usize).min(total)
+        };
+        let batch: Vec<(usize, u64)> = plan.targets[plan.next.min(due)..due].to_vec();
+        plan.next = plan.next.max(due);
+        for (key, id) in batch {
+            if self.conns.get(key).is_some_and(|c| c.id == id && !c.has(flag::CLOSE_SENT)) {
+                self.queue_frame(key, encoder::frame(OpCode::Data(Data::Text), DRAIN_NOTICE.as_bytes()).into());
+                self.start_close(key, 1001, "going away", CloseReason::Drain, true);
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match &self.drain {
+            Some(plan) => {
+                let done = plan.next >= plan.targets.len() && self.conns.is_empty();
+                let overdue =
+                    plan.start.elapsed() > plan.window + Duration::from_secs(u64::from(CLOSE_TIMEOUT_SECS) + 2);
+                done || overdue
+            }
+            None => false,
+        }
+    }
+}
+
+/// Marks `c` as a slow consumer when its queue passes the bound.
+fn check_bound(c: &mut Conn, key: usize, max: usize, slow: &mut Vec<usize>) {
+    if c.out.bytes() > max + c.allowance as usize && !c.has(flag::SLOW | flag::CLOSE_SENT) {
+        c.flags |= flag::SLOW;
+        slow.push(key);
+    }
+}

@@ -1,0 +1,111 @@
+//! ServerState: what every thread of one server process shares — the
+//! configuration, metrics, history, the way into the sequencer and into
+//! each worker, the shutdown phase and the connection count.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use crate::chat::history::History;
+use crate::config::Config;
+use crate::hub::inbox::InboxSender;
+use crate::hub::HubCommand;
+use crate::metrics::Metrics;
+
+/// Where the process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Serving; `/ready` is 200 unless at capacity.
+    Running = 0,
+    /// A signal arrived: `/ready` is 503, everything else still works.
+    Draining = 1,
+    /// Listeners are closed and connections are being closed.
+    Closing = 2,
+}
+
+/// Shared by the workers, the sequencer and the main thread.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The configuration, fixed at start-up.
+    pub config: Config,
+    /// Every counter.
+    pub metrics: Metrics,
+    /// Recent messages per room.
+    pub history: History,
+    /// One per worker, by worker index.
+    pub inboxes: Vec<InboxSender>,
+    /// Into the sequencer (embedded hub or Redis publisher); bounded.
+    pub publish: Sender<HubCommand>,
+    /// When the process started.
+    pub started: Instant,
+    phase: AtomicU8,
+    next_conn_id: AtomicU64,
+    /// WebSocket connections in the process, for MAX_CONNECTIONS.
+    ws_count: AtomicUsize,
+}
+
+impl ServerState {
+    /// Shared state for a process about to start its threads.
+    pub fn new(config: Config, inboxes: Vec<InboxSender>, publish: Sender<HubCommand>) -> ServerState {
+        let metrics = Metrics::new(inboxes.len());
+        let history = History::new(config.history_ring, config.history_max_bytes);
+        ServerState {
+            config,
+            metrics,
+            history,
+            inboxes,
+            publish,
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Running as u8),
+            next_conn_id: AtomicU64::new(1),
+            ws_count: AtomicUsize::new(0),
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            _ => Phase::Closing,
+        }
+    }
+
+    /// Moves to `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// A connection id unique in this process (slab keys are reused; ids are not).
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes a WebSocket slot if one is free.
+    pub fn try_reserve_ws(&self) -> bool {
+        let max = self.config.max_connections;
+        self.ws_count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// Returns a WebSocket slot.
+    pub fn release_ws(&self) {
+        self.ws_count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// WebSocket connections open now.
+    pub fn ws_count(&self) -> usize {
+        self.ws_count.load(Ordering::Acquire)
+    }
+
+    /// Whether a load balancer should send new clients here.
+    pub fn ready(&self) -> bool {
+        self.phase() == Phase::Running && self.ws_count() < self.config.max_connections
+    }
+
+    /// Seconds since start.
+    pub fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
