@@ -765,7 +765,8 @@ impl Worker {
                     c.out.bytes()
                 );
             }
-            self.start_close(key, 1008, "slow consumer", CloseReason::SlowConsumer, false);
+            // Reading too slowly is not misbehaviour: what it still sends is published.
+            self.start_close(key, 1008, "slow consumer", CloseReason::SlowConsumer, true);
         }
     }
 
