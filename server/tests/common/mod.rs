@@ -1,0 +1,213 @@
+//! Test harness: the real `websocket-server` binary on a free loopback
+//! port, and real clients (tungstenite's blocking client, raw TCP for
+//! HTTP). Every wait is bounded; servers are killed when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running server process.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    /// Every line the server logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the binary with `env` (on 127.0.0.1, a free port unless PORT is given).
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_websocket-server"));
+        cmd.env_clear()
+            .env("PORT", "0")
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("POD_NAME", "test-0")
+            .env("LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start websocket-server");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let port = rest.split_whitespace().next().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
+                    let _ = port_tx.send(port);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(format!("stderr: {line}"));
+            }
+        });
+        let port = match port_rx.recv_timeout(WAIT) {
+            Ok(Some(p)) => p,
+            _ => {
+                let _ = child.kill();
+                panic!("server did not start; log: {:?}", log.lock().unwrap());
+            }
+        };
+        Server { child, port, log }
+    }
+
+    /// `ws://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -s {sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its status code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether a logged line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// The value of an unlabelled metric (or a labelled one, `name{label="v"}`).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, _, body) = http_get(self.port, "/metrics");
+        let prefix = format!("{name} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} not found"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP/1.1 GET; returns (status, head, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String, String) {
+    http_raw(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+}
+
+/// Sends `request` bytes and reads the response until the server closes.
+pub fn http_raw(port: u16, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&String::from_utf8_lossy(&raw))
+}
+
+/// Splits a response into (status, head, body).
+pub fn parse_response(text: &str) -> (u16, String, String) {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// Connects a WebSocket client to `path` (e.g. `/ws?room=a`).
+pub fn connect(server: &Server, path: &str) -> Ws {
+    let (ws, resp) = tungstenite::connect(server.url(path)).expect("websocket connect");
+    assert_eq!(resp.status(), 101);
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+    }
+    ws
+}
+
+/// Connects a chat client and returns it with its welcome frame.
+pub fn join(server: &Server, query: &str) -> (Ws, Value) {
+    let mut ws = connect(server, &format!("/ws?{query}"));
+    let welcome = recv_json(&mut ws);
+    assert_eq!(welcome["type"], "system", "first frame is the welcome: {welcome}");
+    (ws, welcome)
+}
+
+/// The next text frame, as JSON (pings are answered by tungstenite).
+pub fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("read a frame") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON text"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Sends a chat message.
+pub fn send_chat(ws: &mut Ws, message: &str) {
+    let frame = serde_json::json!({"type": "chat", "message": message}).to_string();
+    ws.send(Message::text(frame)).expect("send");
+}
+
+/// Reads chat frames until `n` have arrived; returns their seqs and texts.
+pub fn recv_chats(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = recv_json(ws);
+        assert_eq!(v["type"], "chat", "expected a chat frame: {v}");
+        out.push((v["seq"].as_u64().unwrap(), v["message"].as_str().unwrap().to_string()));
+    }
+    out
+}
+
+/// Reads until the server's close frame; returns its code.
+pub fn recv_close(ws: &mut Ws) -> u16 {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => return f.code.into(),
+            Ok(Message::Close(None)) => return 1005,
+            Ok(_) => continue,
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    }
+    panic!("no close frame in time")
+}
+
+/// Polls `f` until it is true or the wait runs out.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}
