@@ -130,7 +130,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
             }
             flags.push((switch, None));
         } else {
-            return Err(UsageError(format!("unknown argument {arg:?} (see --help)")));
+            return Err(UsageError(format!("unknown argument {arg:?}")));
         }
         i += 1;
     }
