@@ -37,6 +37,8 @@ use crate::stats::{process_usage, Counters, Histogram};
 
 /// Largest message accepted from the server (a join with a long history).
 const MAX_MESSAGE: usize = 16 << 20;
+/// Readiness events taken per poll.
+const EVENTS: usize = 1024;
 /// Size of the shared read buffer.
 const READ_CHUNK: usize = 64 << 10;
 /// A connection's leftover buffer larger than this is freed once empty.
@@ -136,6 +138,10 @@ struct Driver<'c> {
     text: String,
     history: Vec<u64>,
     status: StatusState,
+    /// Time each loop iteration spent working (not waiting), µs.
+    busy: Histogram,
+    /// Most events handled in one iteration.
+    max_events: usize,
 }
 
 /// Figures fixed when the run is judged (end of settle).
@@ -247,6 +253,8 @@ impl<'c> Driver<'c> {
                 terminal: io::stderr().is_terminal(),
                 printed: false,
             },
+            busy: Histogram::new(),
+            max_events: 0,
         })
     }
 
@@ -255,7 +263,8 @@ impl<'c> Driver<'c> {
     }
 
     fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(4096);
+        let mut events = Events::with_capacity(EVENTS);
+        let mut work_started = self.now();
         loop {
             let now = self.now();
             if now >= self.hard_end {
@@ -269,13 +278,17 @@ impl<'c> Driver<'c> {
             self.start_due(now);
             self.fire_timers(now);
             self.print_status(now);
-            let wait = self.next_wake(self.now());
+            let before_poll = self.now();
+            self.busy.record(before_poll - work_started);
+            let wait = self.next_wake(before_poll);
             match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
             let now = self.now();
+            work_started = now;
+            self.max_events = self.max_events.max(events.iter().count());
             for ev in events.iter() {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
@@ -401,6 +414,8 @@ impl<'c> Driver<'c> {
             deadline_hit: self.deadline_hit,
             cpu_secs,
             max_rss_mib,
+            loop_busy: std::mem::take(&mut self.busy),
+            max_events: self.max_events as u64,
         }
     }
 

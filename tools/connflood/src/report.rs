@@ -51,6 +51,11 @@ pub struct Outcome {
     pub cpu_secs: f64,
     /// Peak resident memory, MiB.
     pub max_rss_mib: f64,
+    /// Work time of each event-loop iteration, µs (how long a batch of
+    /// events kept the loop from reading other sockets).
+    pub loop_busy: Histogram,
+    /// Most readiness events handled in one iteration.
+    pub max_events: u64,
 }
 
 /// The report (serialised as the `--json` file).
@@ -248,6 +253,14 @@ pub struct Process {
     pub cpu_percent: f64,
     /// Peak resident memory, MiB.
     pub max_rss_mib: f64,
+    /// Event-loop iterations.
+    pub loop_iterations: u64,
+    /// 99th percentile of an iteration's work time, ms.
+    pub loop_busy_p99_ms: f64,
+    /// Longest iteration's work time, ms.
+    pub loop_busy_max_ms: f64,
+    /// Most readiness events handled in one iteration.
+    pub loop_max_events: u64,
 }
 
 /// Microseconds as milliseconds (exact to the µs).
@@ -401,6 +414,10 @@ impl Report {
                 cpu_secs: round3(o.cpu_secs),
                 cpu_percent: if elapsed > 0.0 { round3(100.0 * o.cpu_secs / elapsed) } else { 0.0 },
                 max_rss_mib: round3(o.max_rss_mib),
+                loop_iterations: o.loop_busy.count(),
+                loop_busy_p99_ms: ms(o.loop_busy.percentile(99.0)),
+                loop_busy_max_ms: ms(o.loop_busy.max()),
+                loop_max_events: o.max_events,
             },
         }
     }
@@ -495,8 +512,14 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "connflood:     {:.1} CPU s ({:.1} % of a core), peak RSS {:.1} MiB",
-            self.process.cpu_secs, self.process.cpu_percent, self.process.max_rss_mib
+            "connflood:     {:.1} CPU s ({:.1} % of a core), peak RSS {:.1} MiB; loop busy p99 {:.3} ms, max {:.3} ms, \
+             up to {} events at once",
+            self.process.cpu_secs,
+            self.process.cpu_percent,
+            self.process.max_rss_mib,
+            self.process.loop_busy_p99_ms,
+            self.process.loop_busy_max_ms,
+            self.process.loop_max_events
         );
         if self.passed {
             let _ = writeln!(s, "Result:        PASS");
