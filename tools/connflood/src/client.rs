@@ -49,6 +49,9 @@ pub struct Client {
     pub failures: u32,
     /// Connects started (the attempt number keys the handshake).
     pub attempts: u32,
+    /// How many URLs past its assigned one it has moved after failed
+    /// attempts (failover when several URLs are given).
+    pub hop: u16,
     /// Whether it ever got a 101.
     pub ever_opened: bool,
     /// Whether the current connection got its join (`system`) frame.
@@ -76,6 +79,7 @@ impl Default for Client {
             deadline: NO_DEADLINE,
             failures: 0,
             attempts: 0,
+            hop: 0,
             ever_opened: false,
             joined: false,
             draining: false,
@@ -92,6 +96,12 @@ impl Client {
     /// Whether it is open and joined (counted as active).
     pub fn active(&self) -> bool {
         self.state == State::Open && self.joined
+    }
+
+    /// The URL index of the current attempt: the assigned one, moved on by
+    /// one for every failed attempt so far.
+    pub fn url(&self, assigned: usize, urls: usize) -> usize {
+        (assigned + self.hop as usize) % urls.max(1)
     }
 
     /// Resets the per-connection flags for a new attempt.
@@ -230,5 +240,8 @@ mod tests {
         assert!(c.active());
         c.begin_attempt();
         assert!(!c.joined && c.attempts == 1 && c.pod == u16::MAX);
+        assert_eq!((c.url(1, 3), c.url(0, 1)), (1, 0));
+        c.hop = 4;
+        assert_eq!((c.url(1, 3), c.url(0, 1)), (2, 0));
     }
 }

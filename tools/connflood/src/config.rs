@@ -378,7 +378,8 @@ More:
 
 Reconnects: after a close or an error a connection reconnects with exponential
 backoff (100 ms doubling to 5 s, +-50 % jitter; Retry-After is honoured) and
-resumes with since=<last seq it saw>.
+resumes with since=<last seq it saw>. With several URLs, each failed attempt
+moves the connection's next attempt to the next URL (failover).
 
 Timeline: ramp, then DURATION of sending, then --settle, then every connection
 is closed with 1000 and the report printed. Everything stops by itself at the

@@ -498,7 +498,8 @@ impl<'c> Driver<'c> {
         self.clients[c].begin_attempt();
         self.counters.attempts += 1;
         let bind = self.cfg.binds.get(a.bind).copied();
-        let mut stream = match open_socket(self.addrs[a.url], bind) {
+        let url = self.clients[c].url(a.url, self.addrs.len());
+        let mut stream = match open_socket(self.addrs[url], bind) {
             Ok(s) => s,
             Err(e) => return self.fail(c, io_kind(&e), None, now),
         };
@@ -552,8 +553,9 @@ impl<'c> Driver<'c> {
         let client = &self.clients[c];
         let key24 = key_for(self.seed, c as u32, client.attempts);
         let name = user_name(self.tag, c as u32);
+        let url = client.url(a.url, self.addrs.len());
         link.wbuf.clear();
-        self.templates[a.url].write(&mut link.wbuf, &self.room_names[a.room], &name, client.track.last(), &key24);
+        self.templates[url].write(&mut link.wbuf, &self.room_names[a.room], &name, client.track.last(), &key24);
         self.clients[c].state = State::Upgrading;
         self.set_deadline(c, now + us(self.cfg.connect_timeout));
         self.flush(c, now);
@@ -594,6 +596,9 @@ impl<'c> Driver<'c> {
             End::Failed => {
                 let client = &mut self.clients[c];
                 client.failures += 1;
+                // With several URLs, try the next one (as a client behind a
+                // load balancer would reach another pod).
+                client.hop = client.hop.wrapping_add(1);
                 if client.failures >= self.cfg.max_retries {
                     client.state = State::Failed;
                     client.deadline = NO_DEADLINE;
