@@ -15,10 +15,17 @@ use std::time::{Duration, Instant};
 
 const CONNFLOOD: &str = env!("CARGO_BIN_EXE_connflood");
 
-/// The server binary: `WEBSOCKET_SERVER_BIN`, else `<target>/debug/websocket-server`.
+/// The server binary: `WEBSOCKET_SERVER_BIN`, else the one beside the
+/// connflood binary under test (same target directory and profile), else
+/// `<target>/debug/websocket-server`.
 fn server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("WEBSOCKET_SERVER_BIN") {
         return PathBuf::from(p);
+    }
+    if let Some(beside) = std::path::Path::new(CONNFLOOD).parent().map(|d| d.join("websocket-server")) {
+        if beside.exists() {
+            return beside;
+        }
     }
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
