@@ -342,7 +342,7 @@ impl Report {
         // reconnecting (or never started) when the run was judged.
         let not_open = target.saturating_sub(o.active_at_end).saturating_sub(o.failed);
         if not_open > 0 {
-            failures.push(format!("{not_open} connections were not open at the end"));
+            failures.push(format!("{not_open} connections were not open (and joined) at the end"));
         }
         if lost > 0 {
             failures.push(format!(
