@@ -430,6 +430,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_variable_with_its_default() {
+        let readme = include_str!("../../README.md");
+        for var in ENV_VARS {
+            let default = if var.default.is_empty() { "unset" } else { var.default };
+            let row = format!("| `{}` | {} |", var.name, default);
+            assert!(readme.contains(&row), "README's configuration table lacks {row}");
+        }
+    }
+
+    #[test]
     fn invalid_values_name_the_variable() {
         assert_eq!(config(&[("PORT", "http")]).unwrap_err().name, "PORT");
         assert_eq!(config(&[("WORKERS", "0")]).unwrap_err().name, "WORKERS");

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need first.
+#
+#   tools/test.sh           everything: lint, unit + integration tests (real
+#                           redis-server and MongoDB-wire server), Autobahn
+#                           conformance, a bounded fuzz pass, manifest checks,
+#                           the browser test
+#   tools/test.sh --quick   lint and cargo tests only
+#
+# Installs (as root, when missing): Debian packages redis-server, haproxy,
+# ShellCheck, python3-venv, chromium; a Python venv (.venv-test) with the
+# MongoDB wire-protocol server nx-27017; cargo-fuzz. Everything it starts
+# listens on 127.0.0.1 and is stopped by the tests themselves.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+FUZZ_SECONDS=${FUZZ_SECONDS:-45}
+NX_VERSION=0.8.1
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+[ "$QUICK" = 1 ] || command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    else
+        echo "missing: ${need[*]} (install them, or run as root on Debian)" >&2
+        exit 1
+    fi
+fi
+echo "redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), haproxy $(haproxy -v | head -1 | awk '{print $3}')"
+
+step "python venv with nx-27017 (MongoDB wire protocol server)"
+if [ ! -x .venv-test/bin/nx-27017 ] || ! .venv-test/bin/pip show nx-27017 2>/dev/null | grep -q "^Version: $NX_VERSION$"; then
+    python3 -m venv .venv-test
+    .venv-test/bin/pip install --quiet --disable-pip-version-check "nx-27017==$NX_VERSION"
+fi
+export NX27017="$ROOT/.venv-test/bin/nx-27017"
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit, property and integration tests against the real binary)"
+cargo build --workspace
+cargo test --workspace
+
+[ "$QUICK" = 1 ] && { echo; echo "quick tests passed"; exit 0; }
+
+step "RFC 6455 conformance (Autobahn|Testsuite, cases 1-7, 9, 10)"
+cargo build --release -p websocket-server
+tools/autobahn.sh target/release/websocket-server
+
+step "fuzz the parsers (${FUZZ_SECONDS}s per target)"
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
+    # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets this stable toolchain accept them.
+    for target in http_head ws_decoder chat_input; do
+        corpus=$(mktemp -d)
+        cp server/fuzz/corpus/"$target"/seed-* "$corpus"/
+        (cd server && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "$corpus" -- \
+            -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 2>&1 | grep -E 'Done|stat::number_of_executed_units')
+        rm -rf "$corpus"
+    done
+fi
+
+if [ -x tools/check-k8s.sh ]; then
+    step "Kubernetes manifests, Dockerfile and scripts (offline checks)"
+    tools/check-k8s.sh target/debug/websocket-server
+fi
+
+if [ -x tools/browser/run.sh ]; then
+    step "chat page in headless Chromium"
+    SERVER_BIN="$ROOT/target/debug/websocket-server" tools/browser/run.sh
+fi
+
+echo
+echo "all tests passed"
