@@ -90,11 +90,25 @@ struct Fragments {
     utf8_checked: usize,
 }
 
-/// Per-connection decoding state: only the fragmented message in flight.
+/// How far the payload of an incomplete text frame has been validated.
+#[derive(Debug, Default)]
+struct PartialText {
+    /// Payload bytes of the front frame already checked.
+    checked: usize,
+    /// The bytes of a code point cut off at `checked`, unmasked.
+    carry: [u8; 4],
+    /// How many bytes of `carry` are in use.
+    carry_len: usize,
+}
+
+/// Per-connection decoding state: the fragmented message in flight, and
+/// how much of an incomplete text frame is already known to be valid.
 #[derive(Debug, Default)]
 pub struct Decoder {
     /// `Some` between the first and the final frame of a fragmented message.
     fragments: Option<Box<Fragments>>,
+    /// `Some` while the front frame is text whose payload has not all arrived.
+    partial: Option<Box<PartialText>>,
 }
 
 impl Decoder {
@@ -149,8 +163,10 @@ impl Decoder {
         let len = header.payload_len as usize;
         let total = header_len + len;
         if buf.len() < total {
+            self.check_partial_text(&header, &buf[header_len..])?;
             return Ok(None);
         }
+        self.partial = None;
         let payload = &mut buf[header_len..total];
         if let Some(mask) = header.mask {
             apply_mask(payload, mask);
@@ -199,6 +215,55 @@ impl Decoder {
             }
         };
         Ok(Some((total, message)))
+    }
+}
+
+impl Decoder {
+    /// Fails fast on invalid UTF-8 in a text frame whose payload is still
+    /// arriving: validates the part that is here (§8.1 "as soon as").
+    /// The caller's buffer is not modified; new bytes are unmasked into a
+    /// temporary copy, with a code point cut at the end carried over.
+    fn check_partial_text(&mut self, header: &Header, available: &[u8]) -> Result<(), WsError> {
+        let is_text = match header.opcode {
+            OpCode::Data(Data::Text) => true,
+            OpCode::Data(Data::Continue) => self.fragments.as_ref().is_some_and(|f| f.is_text),
+            _ => false,
+        };
+        if !is_text {
+            return Ok(());
+        }
+        let partial = self.partial.get_or_insert_with(|| {
+            // A continuation starts with whatever code point the previous fragment cut.
+            let mut p = PartialText::default();
+            if let (OpCode::Data(Data::Continue), Some(f)) = (header.opcode, &self.fragments) {
+                let tail = &f.data[f.utf8_checked..];
+                p.carry[..tail.len()].copy_from_slice(tail);
+                p.carry_len = tail.len();
+            }
+            Box::new(p)
+        });
+        if available.len() <= partial.checked {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(partial.carry_len + available.len() - partial.checked);
+        bytes.extend_from_slice(&partial.carry[..partial.carry_len]);
+        let start = bytes.len();
+        bytes.extend_from_slice(&available[partial.checked..]);
+        if let Some(mask) = header.mask {
+            // Rotate the key so it lines up with payload offset `checked`.
+            let r = partial.checked % 4;
+            apply_mask(&mut bytes[start..], [mask[r], mask[(r + 1) % 4], mask[(r + 2) % 4], mask[(r + 3) % 4]]);
+        }
+        let valid = match std::str::from_utf8(&bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => return Err(WsError::InvalidUtf8),
+        };
+        let tail = &bytes[valid..];
+        partial.carry[..tail.len()].copy_from_slice(tail);
+        partial.carry_len = tail.len();
+        partial.checked = available.len();
+        Ok(())
     }
 }
 
@@ -326,6 +391,60 @@ mod tests {
         assert_eq!(decode_all(&client_frame(true, 1, &[0xe2, 0x82]), &SERVER), Err(WsError::InvalidUtf8));
         // Whole-message invalid text.
         assert_eq!(decode_all(&client_frame(true, 1, &[0xff]), &SERVER), Err(WsError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_frame_still_arriving_fails_at_the_first_bad_byte() {
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend([0xed, 0xa0, 0x80]); // a surrogate: invalid
+        payload.extend(b"more text that has not arrived yet");
+        let frame = client_frame(true, 1, &payload);
+        let header_len = 6;
+        let bad_at = header_len + "κόσμε".len() + 1;
+        let mut dec = Decoder::new();
+        // Byte by byte, as Autobahn 6.4.3 sends it: fine until the bad byte, which fails.
+        for end in 1..bad_at {
+            let mut part = frame[..end].to_vec();
+            assert_eq!(dec.decode(&mut part, &SERVER), Ok(None), "end {end}");
+            assert_eq!(part, frame[..end], "the buffer is left as it was");
+        }
+        let mut part = frame[..bad_at + 1].to_vec();
+        assert_eq!(dec.decode(&mut part, &SERVER), Err(WsError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_valid_text_frame_arriving_in_pieces_decodes_whole() {
+        let text = "€uro κόσμε 😀".repeat(20);
+        let frame = client_frame(true, 1, text.as_bytes());
+        for step in [1, 2, 3, 5, 7, 64] {
+            let mut dec = Decoder::new();
+            let mut buf = Vec::new();
+            let mut got = None;
+            for piece in frame.chunks(step) {
+                buf.extend_from_slice(piece);
+                if let Some((n, Some(Message::Text(p)))) = dec.decode(&mut buf, &SERVER).unwrap() {
+                    assert_eq!(n, frame.len());
+                    got = Some(p.as_text().to_string());
+                }
+            }
+            assert_eq!(got.as_deref(), Some(text.as_str()), "step {step}");
+        }
+        // A continuation whose first bytes finish the previous fragment's code point.
+        let euro = "€".as_bytes();
+        let mut dec = Decoder::new();
+        let mut first = client_frame(false, 1, &euro[..1]);
+        assert!(dec.decode(&mut first, &SERVER).unwrap().is_some());
+        let cont = client_frame(true, 0, &[&euro[1..], b"abc".as_slice()].concat());
+        let mut buf = Vec::new();
+        for (i, b) in cont.iter().enumerate() {
+            buf.push(*b);
+            let r = dec.decode(&mut buf, &SERVER).unwrap();
+            if i + 1 == cont.len() {
+                assert!(matches!(r, Some((_, Some(Message::Text(_))))));
+            } else {
+                assert_eq!(r, None);
+            }
+        }
     }
 
     #[test]
