@@ -138,7 +138,7 @@ struct Driver<'c> {
     text: String,
     history: Vec<u64>,
     status: StatusState,
-    /// Time each loop iteration spent working (not waiting), µs.
+    /// Time each loop iteration spent working (not waiting), µs, until judged.
     busy: Histogram,
     /// Most events handled in one iteration.
     max_events: usize,
@@ -279,7 +279,10 @@ impl<'c> Driver<'c> {
             self.fire_timers(now);
             self.print_status(now);
             let before_poll = self.now();
-            self.busy.record(before_poll - work_started);
+            if self.judged.is_none() {
+                // The run itself, not the final mass close.
+                self.busy.record(before_poll - work_started);
+            }
             let wait = self.next_wake(before_poll);
             match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
