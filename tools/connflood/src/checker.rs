@@ -7,7 +7,10 @@
 //!   lost), a seq seen twice is a duplicate, a resume answered with
 //!   `"recovered": false` loses the range it cannot replay, and at the end
 //!   anything short of the room's highest observed seq is tail loss.
-//! - [`Rooms`] keeps the highest seq anyone observed per room.
+//! - [`Rooms`] keeps the highest seq anyone observed per room, per epoch:
+//!   when a room's sequence restarts (server state lost), the first
+//!   connection to see it starts a new epoch, so the tail check compares
+//!   seqs of the same sequence only.
 //! - [`Outbox`] keeps a sender's messages that nobody has seen yet.
 //!
 //! Counting rules: a connection is responsible for every seq after the
@@ -90,6 +93,8 @@ pub struct Track {
     holes: Vec<(u64, u64)>,
     /// Sizes of holes written off when there were too many.
     written_off: u64,
+    /// The room epoch this track follows (see [`Rooms::restart`]).
+    pub epoch: u32,
 }
 
 impl Track {
@@ -99,8 +104,10 @@ impl Track {
     }
 
     /// Accounts for a join: a first join sets the baseline; a resume (the
-    /// track has a `last`) must replay everything after it.
-    pub fn join(&mut self, j: Join<'_>, t: &mut Tally) {
+    /// track has a `last`) must replay everything after it. Returns true
+    /// when the room's sequence went backwards (the caller moves the track
+    /// to the room's new epoch).
+    pub fn join(&mut self, j: Join<'_>, t: &mut Tally) -> bool {
         let Some(since) = self.last else {
             // First join: history is context. Check its shape only.
             if !history_is_well_formed(j.history, j.last_seq) {
@@ -108,7 +115,7 @@ impl Track {
             }
             self.last = Some(j.last_seq);
             self.base = j.last_seq;
-            return;
+            return false;
         };
         if j.last_seq < since {
             // The room's sequence went backwards (state lost on the server):
@@ -117,7 +124,7 @@ impl Track {
             self.carried += since - self.base;
             self.base = j.last_seq;
             self.last = Some(j.last_seq);
-            return;
+            return true;
         }
         match j.recovered {
             Some(false) => {
@@ -151,6 +158,7 @@ impl Track {
             self.add_hole(last + 1, j.last_seq);
             self.last = Some(j.last_seq);
         }
+        false
     }
 
     /// Accounts for one received seq (live, or replayed on a resume).
@@ -223,29 +231,50 @@ fn history_is_well_formed(history: &[u64], last_seq: u64) -> bool {
     history.windows(2).all(|w| w[1] == w[0] + 1) && history.last().is_none_or(|&l| l == last_seq)
 }
 
-/// The highest seq anyone observed, per room.
+/// The highest seq anyone observed, per room, in the room's current epoch.
 #[derive(Debug, Clone)]
 pub struct Rooms {
     max: Vec<Option<u64>>,
+    epoch: Vec<u32>,
 }
 
 impl Rooms {
-    /// `n` rooms, nothing observed.
+    /// `n` rooms, nothing observed, epoch 0.
     pub fn new(n: usize) -> Rooms {
-        Rooms { max: vec![None; n] }
+        Rooms { max: vec![None; n], epoch: vec![0; n] }
     }
 
-    /// Notes that `seq` exists in `room` (a chat seq or a join's `lastSeq`).
-    pub fn observe(&mut self, room: usize, seq: u64) {
+    /// Notes that `seq` exists in `room` (a chat seq or a join's `lastSeq`),
+    /// as seen by a track in `epoch`; seqs of an older epoch are ignored.
+    pub fn observe(&mut self, room: usize, seq: u64, epoch: u32) {
+        if epoch != self.epoch[room] {
+            return;
+        }
         let m = &mut self.max[room];
         if m.is_none_or(|x| seq > x) {
             *m = Some(seq);
         }
     }
 
-    /// The highest seq observed in `room`.
-    pub fn max(&self, room: usize) -> Option<u64> {
-        self.max[room]
+    /// A track in `epoch` found `room`'s sequence restarted at `last_seq`.
+    /// The first to find it starts a new epoch; later ones join it. Returns
+    /// the epoch the track now follows.
+    pub fn restart(&mut self, room: usize, epoch: u32, last_seq: u64) -> u32 {
+        if epoch == self.epoch[room] {
+            self.epoch[room] += 1;
+            self.max[room] = Some(last_seq);
+        }
+        self.epoch[room]
+    }
+
+    /// The highest seq observed in `room` by tracks in `epoch`; `None` when
+    /// the room has moved to a later epoch (nothing to compare with).
+    pub fn max(&self, room: usize, epoch: u32) -> Option<u64> {
+        if epoch == self.epoch[room] {
+            self.max[room]
+        } else {
+            None
+        }
     }
 }
 
@@ -294,8 +323,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn join(t: &mut Track, tally: &mut Tally, last_seq: u64, history: &[u64], recovered: Option<bool>) {
-        t.join(Join { last_seq, history, recovered }, tally);
+    fn join(t: &mut Track, tally: &mut Tally, last_seq: u64, history: &[u64], recovered: Option<bool>) -> bool {
+        t.join(Join { last_seq, history, recovered }, tally)
     }
 
     fn live(t: &mut Track, tally: &mut Tally, seqs: impl IntoIterator<Item = u64>) {
@@ -482,7 +511,7 @@ mod tests {
         join(&mut t, &mut tally, 10, &[], None);
         live(&mut t, &mut tally, 11..=12);
         // The server lost its state: the room restarted at 0.
-        join(&mut t, &mut tally, 0, &[], Some(true));
+        assert!(join(&mut t, &mut tally, 0, &[], Some(true)));
         assert_eq!(tally.seq_regressions, 1);
         live(&mut t, &mut tally, 1..=2);
         let end = finish(&t, Some(2));
@@ -555,13 +584,47 @@ mod tests {
     #[test]
     fn rooms_keep_the_maximum() {
         let mut r = Rooms::new(2);
-        assert_eq!(r.max(0), None);
-        r.observe(0, 0);
-        assert_eq!(r.max(0), Some(0));
-        r.observe(0, 5);
-        r.observe(0, 3);
-        r.observe(1, 9);
-        assert_eq!((r.max(0), r.max(1)), (Some(5), Some(9)));
+        assert_eq!(r.max(0, 0), None);
+        r.observe(0, 0, 0);
+        assert_eq!(r.max(0, 0), Some(0));
+        r.observe(0, 5, 0);
+        r.observe(0, 3, 0);
+        r.observe(1, 9, 0);
+        assert_eq!((r.max(0, 0), r.max(1, 0)), (Some(5), Some(9)));
+    }
+
+    #[test]
+    fn a_restarted_room_sequence_starts_a_new_epoch() {
+        let mut rooms = Rooms::new(1);
+        let (mut a, mut b, mut tally) = (Track::default(), Track::default(), Tally::default());
+        // Two connections follow the room up to 300.
+        for t in [&mut a, &mut b] {
+            join(t, &mut tally, 0, &[], None);
+            live(t, &mut tally, 1..=300);
+        }
+        rooms.observe(0, 300, 0);
+        // The server restarts with empty rooms; `a` rejoins first and finds it.
+        assert!(join(&mut a, &mut tally, 0, &[], Some(true)));
+        a.epoch = rooms.restart(0, a.epoch, 0);
+        assert_eq!((a.epoch, rooms.max(0, 1)), (1, Some(0)));
+        live(&mut a, &mut tally, 1..=10);
+        rooms.observe(0, 10, a.epoch);
+        // A late frame of the old sequence does not count in the new epoch.
+        rooms.observe(0, 301, 0);
+        assert_eq!(rooms.max(0, 1), Some(10));
+        // `b` rejoins later (lastSeq 10) and joins the same epoch: no second reset.
+        assert!(join(&mut b, &mut tally, 10, &[], Some(true)));
+        b.epoch = rooms.restart(0, b.epoch, 10);
+        assert_eq!((b.epoch, rooms.max(0, 1)), (1, Some(10)));
+        rooms.observe(0, 12, b.epoch);
+        live(&mut a, &mut tally, 11..=12);
+        live(&mut b, &mut tally, 11..=12);
+        assert_eq!(tally.seq_regressions, 2);
+        // Judged against 12, not 301: no tail loss.
+        let (ea, eb) = (finish(&a, rooms.max(0, a.epoch)), finish(&b, rooms.max(0, b.epoch)));
+        assert_eq!((ea.lost(), eb.lost()), (0, 0));
+        // A track still in the old epoch is judged on what it saw.
+        assert_eq!(rooms.max(0, 0), None);
     }
 
     #[test]

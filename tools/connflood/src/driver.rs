@@ -381,7 +381,8 @@ impl<'c> Driver<'c> {
             let room = assign(i, self.cfg).room;
             if client.active() {
                 active += 1;
-                client.track.finish(Some(self.rooms.max(room).unwrap_or(0)), &mut self.tally);
+                let room_max = self.rooms.max(room, client.track.epoch);
+                client.track.finish(room_max, &mut self.tally);
                 let pod = self.pods.get(client.pod as usize).map_or("?", String::as_str);
                 *pods_current.entry(pod.to_string()).or_insert(0) += 1;
             } else {
@@ -879,10 +880,7 @@ impl<'c> Driver<'c> {
         for h in f.history.iter().flatten() {
             self.counters.received_history += 1;
             match h.seq {
-                Some(s) => {
-                    history.push(s);
-                    self.rooms.observe(a.room, s);
-                }
+                Some(s) => history.push(s),
                 None => self.tally.history_anomalies += 1,
             }
             if h.room.as_deref().is_some_and(|r| r != self.room_names[a.room]) {
@@ -890,10 +888,17 @@ impl<'c> Driver<'c> {
             }
             self.saw_marker(&h.message);
         }
-        self.rooms.observe(a.room, last_seq);
         let client = &mut self.clients[c];
-        client.track.join(Join { last_seq, history: &history, recovered: f.recovered }, &mut self.tally);
+        let join = Join { last_seq, history: &history, recovered: f.recovered };
+        if client.track.join(join, &mut self.tally) {
+            // The room's sequence restarted: follow (or start) its new epoch.
+            client.track.epoch = self.rooms.restart(a.room, client.track.epoch, last_seq);
+        }
         client.joined = true;
+        let epoch = client.track.epoch;
+        for &s in history.iter().chain([&last_seq]) {
+            self.rooms.observe(a.room, s, epoch);
+        }
         self.history = history;
         if a.sender && now < self.send_end && !self.clients[c].draining {
             let phase = self.rng.below(self.interval_us);
@@ -908,8 +913,8 @@ impl<'c> Driver<'c> {
             return self.counters.anomaly("wrong_room");
         }
         self.counters.received_live += 1;
-        self.rooms.observe(a.room, seq);
         self.clients[c].track.observe(seq, &mut self.tally);
+        self.rooms.observe(a.room, seq, self.clients[c].track.epoch);
         if let Some(m) = f.message.as_deref().and_then(|text| self.saw_marker(text)) {
             self.latency.record(recv_us.saturating_sub(m.sent_us));
         }
