@@ -359,8 +359,13 @@ impl Report {
         if messages.rejected > 0 && !cfg.allow_rejects {
             failures.push(format!("{} messages rejected with an error frame (see --allow-rejects)", messages.rejected));
         }
-        let anomalies: u64 =
-            c.protocol_anomalies.values().sum::<u64>() + t.seq_regressions + t.history_anomalies + t.chat_before_join;
+        if t.seq_regressions > 0 {
+            failures.push(format!(
+                "{} resumes found their room's sequence restarted below the resume point (server state lost)",
+                t.seq_regressions
+            ));
+        }
+        let anomalies: u64 = c.protocol_anomalies.values().sum::<u64>() + t.history_anomalies + t.chat_before_join;
         if anomalies > 0 {
             failures.push(format!("{anomalies} protocol anomalies from the server"));
         }
@@ -659,7 +664,7 @@ mod tests {
                 }),
             ),
             ("protocol", Box::new(|o| o.counters.anomaly("bad_json"))),
-            ("protocol", Box::new(|o| o.tally.seq_regressions = 1)),
+            ("sequence restarted", Box::new(|o| o.tally.seq_regressions = 1)),
             ("protocol", Box::new(|o| o.tally.history_anomalies = 1)),
             ("protocol", Box::new(|o| o.tally.chat_before_join = 1)),
             ("deadline", Box::new(|o| o.deadline_hit = true)),
