@@ -788,6 +788,8 @@ impl<'c> Driver<'c> {
         match m {
             Message::Text(p) => self.on_text(c, p.as_text(), recv_us, now),
             Message::Binary(_) => self.counters.anomaly("binary_frame"),
+            // After a close was sent nothing more is sent, pongs included.
+            Message::Ping(_) if self.clients[c].state != State::Open => {}
             Message::Ping(payload) => {
                 let frame = frame_with_mask(OpCode::Control(Control::Pong), payload, Some(self.rng.mask()));
                 self.counters.pongs += 1;

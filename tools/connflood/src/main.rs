@@ -16,6 +16,8 @@
 //! - [`report`]: verdict, text, JSON and the progress line.
 //! - [`rng`]: the seedable random generator.
 
+#![forbid(unsafe_code)]
+
 mod checker;
 mod client;
 mod config;

@@ -160,6 +160,10 @@ pub struct Connections {
     pub attempts: u64,
     /// 101s received.
     pub opens: u64,
+    /// Server pings answered with a pong.
+    pub pings_answered: u64,
+    /// `system` frames announcing a server shutdown.
+    pub shutdown_notices: u64,
 }
 
 /// Message figures.
@@ -299,6 +303,8 @@ impl Report {
             reconnects: c.reconnects,
             attempts: c.attempts,
             opens: c.opens,
+            pings_answered: c.pongs,
+            shutdown_notices: c.shutdown_notices,
         };
         let messages = Messages {
             sent: c.sent,
@@ -474,6 +480,9 @@ impl Report {
         let _ = writeln!(s, "  active:        {} (at the end)", c.active);
         let _ = writeln!(s, "  errors:        {}{}", c.errors, breakdown(&self.errors_by_kind));
         let _ = writeln!(s, "  reconnects:    {}", c.reconnects);
+        if c.pings_answered + c.shutdown_notices > 0 {
+            let _ = writeln!(s, "  pings answered: {}, shutdown notices: {}", c.pings_answered, c.shutdown_notices);
+        }
         let _ = writeln!(s, "Messages:");
         let _ = writeln!(s, "  sent:          {} ({:.1}/s)", m.sent, m.send_rate);
         let _ =
@@ -735,6 +744,8 @@ mod tests {
             "/connections/disconnected",
             "/connections/errors",
             "/connections/reconnects",
+            "/connections/pings_answered",
+            "/connections/shutdown_notices",
             "/messages/sent",
             "/messages/received",
             "/messages/expected",
