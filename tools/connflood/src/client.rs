@@ -45,7 +45,7 @@ pub struct Client {
     /// When it next needs attention (µs from the start), or [`NO_DEADLINE`]:
     /// connect / upgrade / close timeout, next send, or end of backoff.
     pub deadline: u64,
-    /// Consecutive failed attempts (reset by a 101).
+    /// Consecutive failed attempts (reset by a join frame).
     pub failures: u32,
     /// Connects started (the attempt number keys the handshake).
     pub attempts: u32,

@@ -366,13 +366,14 @@ More:
   --settle SECS        after sending stops, wait for deliveries in flight
                        before judging                                      [5]
   --max-retries N      consecutive failed attempts (refused, timeout,
-                       non-101, closed before 101) before giving up        [10]
+                       non-101, closed before the join) before giving up   [10]
   --allow-rejects      error frames answering our messages (rate_limited,
                        too_long, ...) do not fail the run
   --json FILE          also write the report as JSON (keys: docs/connflood.md)
   --quiet              no progress lines
   --status-every SECS  time between progress lines                         [5]
-  --connect-timeout S  limit for the TCP connect, and for the 101          [10]
+  --connect-timeout S  limit for the TCP connect, for the 101, and for
+                       the join frame after it                             [10]
   --seed N             fixed seed for keys, masks, phases, jitter          [random]
   -h, --help           this text
 

@@ -92,15 +92,6 @@ pub fn run(cfg: &Config, addrs: Vec<SocketAddr>) -> io::Result<Outcome> {
     Ok(d.outcome())
 }
 
-/// How a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// Before or during the upgrade: counts toward the retry limit.
-    Failed,
-    /// After the upgrade (closed, lost or aborted): reconnect from scratch.
-    Lost,
-}
-
 struct Driver<'c> {
     cfg: &'c Config,
     addrs: Vec<SocketAddr>,
@@ -478,13 +469,14 @@ impl<'c> Driver<'c> {
             match self.clients[c].state {
                 State::Connecting => self.fail(c, "connect_timeout", None, now),
                 State::Upgrading => self.fail(c, "handshake_timeout", None, now),
+                State::Open if !self.clients[c].joined => self.fail(c, "join_timeout", None, now),
                 State::Open => self.send_tick(c, t, now),
                 State::Closing => {
                     // The server did not end TCP after the close exchange.
                     if self.phase < Phase::Closing {
                         self.counters.error("close_timeout");
                     }
-                    self.end(c, End::Lost, None, now);
+                    self.end(c, None, now);
                 }
                 State::Backoff if self.phase < Phase::Closing => self.connect(c, now),
                 _ => {}
@@ -565,15 +557,13 @@ impl<'c> Driver<'c> {
         self.flush(c, now);
     }
 
-    /// A failed attempt (before the upgrade completed), or a failure of an
-    /// open connection (counted as an error, then reconnected).
+    /// Counts an error of `kind` (unless closing anyway) and ends the connection.
     fn fail(&mut self, c: usize, kind: &str, retry_after: Option<Duration>, now: u64) {
         let during_close = self.phase >= Phase::Closing || self.clients[c].state == State::Closing;
         if !during_close {
             self.counters.error(kind);
         }
-        let how = if matches!(self.clients[c].state, State::Open | State::Closing) { End::Lost } else { End::Failed };
-        self.end(c, how, retry_after, now);
+        self.end(c, retry_after, now);
     }
 
     fn drop_link(&mut self, c: usize) {
@@ -584,50 +574,49 @@ impl<'c> Driver<'c> {
     }
 
     /// Ends the current connection and decides what follows: done (final
-    /// phase), failed (retry limit), or a reconnect after a backoff.
-    fn end(&mut self, c: usize, how: End, retry_after: Option<Duration>, now: u64) {
+    /// phase), a reconnect after a backoff, or giving up. An attempt that
+    /// got its join frame succeeded: its end is a disconnect and the
+    /// reconnect starts afresh. One that ended before its join (refused,
+    /// timeout, non-101, closed) is a failure toward the retry limit.
+    fn end(&mut self, c: usize, retry_after: Option<Duration>, now: u64) {
         self.drop_link(c);
         if self.phase >= Phase::Closing {
             self.clients[c].state = State::Done;
             self.clients[c].deadline = NO_DEADLINE;
             return;
         }
-        let exponent = match how {
-            End::Lost => {
-                self.counters.disconnects += 1;
-                0
+        let exponent = if self.clients[c].joined {
+            self.counters.disconnects += 1;
+            0
+        } else {
+            let client = &mut self.clients[c];
+            client.failures += 1;
+            // With several URLs, try the next one (as a client behind a
+            // load balancer would reach another pod).
+            client.hop = client.hop.wrapping_add(1);
+            if client.failures >= self.cfg.max_retries {
+                client.state = State::Failed;
+                client.deadline = NO_DEADLINE;
+                self.failed += 1;
+                return;
             }
-            End::Failed => {
-                let client = &mut self.clients[c];
-                client.failures += 1;
-                // With several URLs, try the next one (as a client behind a
-                // load balancer would reach another pod).
-                client.hop = client.hop.wrapping_add(1);
-                if client.failures >= self.cfg.max_retries {
-                    client.state = State::Failed;
-                    client.deadline = NO_DEADLINE;
-                    self.failed += 1;
-                    return;
-                }
-                client.failures - 1
-            }
+            client.failures - 1
         };
         self.clients[c].state = State::Backoff;
         let delay = self.backoff.delay(exponent, retry_after, self.rng.unit());
         self.set_deadline(c, now + us(delay));
     }
 
-    fn on_open(&mut self, c: usize) {
+    fn on_open(&mut self, c: usize, now: u64) {
         self.counters.opens += 1;
         let client = &mut self.clients[c];
         if !client.ever_opened {
             client.ever_opened = true;
             self.connected += 1;
         }
-        client.failures = 0;
         client.state = State::Open;
-        // Sending starts at the join frame.
-        client.deadline = NO_DEADLINE;
+        // Sending starts at the join frame, which must come in time.
+        self.set_deadline(c, now + us(self.cfg.connect_timeout));
     }
 
     // ----- I/O ----------------------------------------------------------------
@@ -712,7 +701,7 @@ impl<'c> Driver<'c> {
 
     fn on_eof(&mut self, c: usize, now: u64) {
         match self.clients[c].state {
-            State::Closing => self.end(c, End::Lost, None, now),
+            State::Closing => self.end(c, None, now),
             State::Open => self.fail(c, "closed_without_close_frame", None, now),
             State::Upgrading => self.fail(c, "closed_during_upgrade", None, now),
             _ => self.fail(c, "closed", None, now),
@@ -733,7 +722,7 @@ impl<'c> Driver<'c> {
             match verdict {
                 Ok(n) => {
                     off = n;
-                    self.on_open(c);
+                    self.on_open(c, now);
                 }
                 Err(e) => {
                     let retry_after = match e {
@@ -891,6 +880,7 @@ impl<'c> Driver<'c> {
             self.saw_marker(&h.message);
         }
         let client = &mut self.clients[c];
+        client.failures = 0;
         let join = Join { last_seq, history: &history, recovered: f.recovered };
         if client.track.join(join, &mut self.tally) {
             // The room's sequence restarted: follow (or start) its new epoch.
@@ -905,6 +895,8 @@ impl<'c> Driver<'c> {
         if a.sender && now < self.send_end && !self.clients[c].draining {
             let phase = self.rng.below(self.interval_us);
             self.set_deadline(c, now + phase);
+        } else {
+            self.clients[c].deadline = NO_DEADLINE; // the join timeout is met
         }
     }
 

@@ -106,7 +106,7 @@ pub struct Counters {
     pub reconnects: u64,
     /// Upgrades answered with 101.
     pub opens: u64,
-    /// Open connections that ended (server close, error or EOF), before the final close.
+    /// Joined connections that ended (server close, error or EOF), before the final close.
     pub disconnects: u64,
     /// Failures: refused, timeouts, non-101, protocol errors, connections lost without a close frame.
     pub errors: u64,
