@@ -777,6 +777,38 @@ mod tests {
         assert_eq!(v["latency_ms"]["p50"], 1.5);
     }
 
+    /// Every key of the JSON (maps empty, so only fixed keys) is in the docs.
+    #[test]
+    fn every_json_key_is_documented() {
+        let docs = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/connflood.md"));
+        let c = cfg(&["--connections", "1"]);
+        let v: serde_json::Value = serde_json::to_value(Report::build(&c, &Outcome::default())).unwrap();
+        fn walk(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+            if let serde_json::Value::Object(m) = v {
+                for (k, child) in m {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    if child.is_object() && !child.as_object().is_some_and(|o| o.is_empty()) {
+                        walk(child, &p, out);
+                    } else {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        walk(&v, "", &mut keys);
+        assert!(keys.len() > 50, "{}", keys.len());
+        for key in keys {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                docs.contains(&format!("`{key}`"))
+                    || docs.contains(&format!("`{leaf}`"))
+                    || docs.contains(&format!("{leaf}`")),
+                "{key} is not in docs/connflood.md"
+            );
+        }
+    }
+
     #[test]
     fn status_line() {
         let s =
