@@ -59,6 +59,9 @@ fn health_ready_stats_metrics() {
     let (status, head, body) = http_get(server.port, "/metrics");
     assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"));
+    eventually("everything written: the outbound gauge is back to 0", || {
+        server.metric("websocket_outbound_queued_bytes") == 0.0
+    });
     for name in [
         "websocket_connections_active 1",
         "websocket_upgrades_total 1",

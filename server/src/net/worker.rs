@@ -16,7 +16,6 @@
 //! Every handler for one connection runs under `catch_unwind`: a panic
 //! closes that connection and is counted; the worker goes on.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,6 +42,7 @@ use crate::hub::inbox::{Inbox, ToWorker};
 use crate::hub::{HubCommand, Origin, Publish};
 use crate::metrics::{CloseReason, WorkerMetrics};
 use crate::state::ServerState;
+use crate::store::loader::{LoadRequest, Reply};
 use crate::ws::{encoder, Control, Data, Limits, Message, OpCode, Role, WsError};
 
 /// Token of the listener (slab keys never reach the top of the range).
@@ -104,8 +104,6 @@ pub struct Worker {
     doomed: Vec<usize>,
     /// Connections over their outbound bound, closed after the current fan-out.
     slow: Vec<usize>,
-    /// Chat connections waiting for their room's history to load (replica mode).
-    waiting: HashMap<Arc<str>, Vec<(usize, u64)>>,
     state: Arc<ServerState>,
     /// Seconds since the process started (coarse clock for deadlines).
     now: u32,
@@ -145,7 +143,6 @@ impl Worker {
             pending_read: Vec::new(),
             doomed: Vec::new(),
             slow: Vec::new(),
-            waiting: HashMap::new(),
             state,
             now: 0,
             now_ms: 0,
@@ -491,9 +488,9 @@ impl Worker {
         m.ws_connections.fetch_add(1, Relaxed);
         m.upgrades.fetch_add(1, Relaxed);
         m.http_response(101);
+        self.queue(key, upgrade::switching_protocols(accept).into());
         let Some(c) = self.conns.get_mut(key) else { return };
         c.flags = (c.flags & !flag::HTTP) | flag::WS_SLOT;
-        c.out.push(upgrade::switching_protocols(accept).into());
         let service = match kind {
             UpgradeKind::Echo => Service::Echo,
             UpgradeKind::Chat(params) => Service::Chat(Box::new(ChatSession {
@@ -510,7 +507,6 @@ impl Worker {
         let is_chat = matches!(service, Service::Chat(_));
         c.phase = ConnPhase::Ws { decoder: crate::ws::Decoder::new(), service };
         log::debug!("connection {} upgraded", c.id);
-        self.schedule_write(key);
         if is_chat {
             self.join(key);
         }
@@ -518,16 +514,42 @@ impl Worker {
 
     // ------------------------------------------------------------ chat
 
-    /// Sends the welcome frame with the room's history and makes the
-    /// connection a member of its room, atomically with respect to this
-    /// worker's inbox: broadcasts handled after this point are either in
-    /// the snapshot (skipped by `delivered`) or newer.
+    /// Joins the connection to its room — at once when this pod's history
+    /// has what the client needs, otherwise after the history loader has
+    /// fetched it (a cold room, or a resume from before the ring).
     fn join(&mut self, key: usize) {
         let state = self.state.clone();
         let Some(c) = self.conns.get_mut(key) else { return };
         let conn_id = c.id;
         let Some(chat) = c.chat() else { return };
-        let snap = state.history.snapshot(&chat.room, chat.since, state.config.history_on_join);
+        if let Some(loader) = &state.loader {
+            if state.history.needs_load(&chat.room, chat.since) {
+                let reply = Some(Reply { worker: self.index, key, conn_id });
+                if loader.try_send(LoadRequest { room: chat.room.clone(), since: chat.since, reply }).is_ok() {
+                    return; // ToWorker::Loaded completes it
+                }
+                log::warn!("history loader saturated; joining room {} with the history held here", chat.room);
+            }
+        }
+        self.complete_join(key, &[]);
+    }
+
+    /// Sends the welcome frame with the room's history and makes the
+    /// connection a member of its room, atomically with respect to this
+    /// worker's inbox: broadcasts handled after this point are either in
+    /// the snapshot (skipped by `delivered`) or newer.
+    fn complete_join(&mut self, key: usize, older: &[Entry]) {
+        let state = self.state.clone();
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let conn_id = c.id;
+        if c.has(flag::CLOSE_SENT) {
+            return;
+        }
+        let Some(chat) = c.chat() else { return };
+        if chat.joined {
+            return;
+        }
+        let snap = state.history.snapshot(&chat.room, chat.since, state.config.history_on_join, older);
         let welcome = Welcome {
             pod_name: &state.config.pod_name,
             connection: conn_id,
@@ -849,11 +871,9 @@ impl Worker {
                         self.start_close(key, 1012, "resync: reconnect with since", CloseReason::Resync, false);
                     }
                 }
-                ToWorker::RoomReady { room } => {
-                    for (key, id) in self.waiting.remove(&room).unwrap_or_default() {
-                        if self.conns.get(key).is_some_and(|c| c.id == id) {
-                            self.join(key);
-                        }
+                ToWorker::Loaded { key, conn_id, older } => {
+                    if self.conns.get(key).is_some_and(|c| c.id == conn_id) {
+                        self.complete_join(key, &older);
                     }
                 }
                 ToWorker::Drain => self.begin_drain(),
