@@ -17,13 +17,17 @@
 //!   the embedded chat page.
 //! - [`ws`]: the RFC 6455 frame codec, shared with connflood.
 //! - [`chat`]: the JSON protocol, rooms, rate limits, history.
-//! - [`hub`]: sequencing and fan-out to the workers' inboxes.
-//! - [`store`]: persistence to MongoDB.
+//! - [`hub`]: sequencing and fan-out to the workers' inboxes; the embedded
+//!   (single-node) sequencer.
+//! - [`replica`]: the Redis bridge — publisher and subscriber threads.
+//! - [`store`]: the MongoDB writer and the history loader.
+//! - [`backoff`]: capped exponential backoff with jitter.
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`clock`]: ISO 8601 timestamps.
 //!
 //! docs/architecture.md follows one message through these modules.
 
+pub mod backoff;
 pub mod chat;
 pub mod clock;
 pub mod config;
@@ -31,6 +35,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod net;
+pub mod replica;
 pub mod server;
 pub mod state;
 pub mod store;

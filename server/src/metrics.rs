@@ -164,8 +164,10 @@ impl WorkerMetrics {
 pub struct BackendMetrics {
     /// Messages sequenced and handed to the workers.
     pub fanned_out: AtomicU64,
-    /// 1 while the Redis connections are up (replica mode).
-    pub redis_connected: AtomicI64,
+    /// 1 while the publisher's Redis connection is up (replica mode).
+    pub redis_publisher_up: AtomicI64,
+    /// 1 while the Redis subscription is up (replica mode).
+    pub redis_subscriber_up: AtomicI64,
     /// Redis errors seen.
     pub redis_errors: AtomicU64,
     /// Redis reconnections.
@@ -434,11 +436,12 @@ impl Metrics {
             "1 while the server drains after SIGTERM.",
             &one(if snap.draining { 1.0 } else { 0.0 }),
         );
+        let redis_up = b.redis_publisher_up.load(Relaxed).min(b.redis_subscriber_up.load(Relaxed));
         metric(
             "websocket_redis_connected",
             "gauge",
-            "1 while Redis is reachable (replica mode).",
-            &one(b.redis_connected.load(Relaxed) as f64),
+            "1 while both Redis connections (publisher, subscription) are up (replica mode).",
+            &one(redis_up as f64),
         );
         metric("websocket_redis_errors_total", "counter", "Redis errors.", &one(b.redis_errors.load(Relaxed) as f64));
         metric(

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use crate::chat::history::History;
+use crate::chat::history::{Backing, History};
 use crate::config::Config;
 use crate::hub::inbox::InboxSender;
 use crate::hub::HubCommand;
 use crate::metrics::Metrics;
+use crate::store::loader::LoadRequest;
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct ServerState {
     pub inboxes: Vec<InboxSender>,
     /// Into the sequencer (embedded hub or Redis publisher); bounded.
     pub publish: Sender<HubCommand>,
+    /// Into the history loader, when a store stands behind history; bounded.
+    pub loader: Option<Sender<LoadRequest>>,
     /// When the process started.
     pub started: Instant,
     phase: AtomicU8,
@@ -48,15 +51,25 @@ pub struct ServerState {
 
 impl ServerState {
     /// Shared state for a process about to start its threads.
-    pub fn new(config: Config, inboxes: Vec<InboxSender>, publish: Sender<HubCommand>) -> ServerState {
+    pub fn new(
+        config: Config,
+        inboxes: Vec<InboxSender>,
+        publish: Sender<HubCommand>,
+        loader: Option<Sender<LoadRequest>>,
+    ) -> ServerState {
         let metrics = Metrics::new(inboxes.len());
-        let history = History::new(config.history_ring, config.history_max_bytes);
+        let backing = match (&config.redis_url, &config.mongo_uri) {
+            (None, None) => Backing::Memory,
+            (_, mongo) => Backing::Store { deep: mongo.is_some() },
+        };
+        let history = History::new(config.history_ring, config.history_max_bytes, backing);
         ServerState {
             config,
             metrics,
             history,
             inboxes,
             publish,
+            loader,
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Running as u8),
             next_conn_id: AtomicU64::new(1),

@@ -13,6 +13,18 @@
 //! all rooms, beyond which the rooms appended to least recently lose their
 //! stored messages (their `last_seq` is kept, so sequencing never restarts
 //! and a resume into the lost range says `recovered: false`).
+//!
+//! With a store behind it (Redis lists and/or MongoDB), history on one pod
+//! can be *cold*: a pod that just started has not seen the messages sent
+//! before it. Each room then carries two facts:
+//! - `known`: `last_seq` is the room's true latest seq (set by any message
+//!   seen live, or by a load) — needed before this pod may sequence;
+//! - `complete`: the ring holds the room's latest messages without a hole
+//!   (set by a load; lost by eviction or an unfillable gap).
+//!
+//! A join into a room that is not complete, or a resume from before the
+//! ring, is answered after the history loader has fetched what is missing
+//! ([`History::needs_load`], [`History::merge_recent`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +57,20 @@ impl Entry {
     }
 }
 
+/// What a message arriving from the subscription is, for its room here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The next seq (or the first this pod sees of the room): deliver it.
+    Next,
+    /// At or below the last seq: already delivered (after a gap fill).
+    Duplicate,
+    /// Messages after `after` are missing before this one: fill first.
+    Gap {
+        /// The last seq delivered here.
+        after: u64,
+    },
+}
+
 /// What a joining client is sent, taken atomically with respect to appends.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -58,10 +84,15 @@ pub struct Snapshot {
 
 #[derive(Debug, Default)]
 struct RoomLog {
-    /// The newest messages, oldest first, at most `ring`.
+    /// The newest messages, oldest first, at most `ring`, contiguous seqs.
     entries: VecDeque<Entry>,
     /// The room's latest seq (kept when entries are evicted).
     last_seq: u64,
+    /// `last_seq` is the room's true latest seq.
+    known: bool,
+    /// `entries` are the room's latest messages, with nothing missing before
+    /// them that the ring could hold.
+    complete: bool,
     /// Value of `Rooms::appends` at this room's last append (for eviction).
     last_append: u64,
 }
@@ -75,18 +106,48 @@ struct Rooms {
     appends: u64,
 }
 
+/// What stands behind this pod's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Nothing: memory is the only copy (single node without MongoDB).
+    /// Every room is always known and complete.
+    Memory,
+    /// Redis lists and/or MongoDB: rooms start cold and are loaded.
+    /// `deep` is true when MongoDB can serve resumes older than the ring.
+    Store {
+        /// MongoDB holds every message.
+        deep: bool,
+    },
+}
+
 /// Every room's recent messages on this pod.
 #[derive(Debug)]
 pub struct History {
     ring: usize,
     max_bytes: usize,
+    backing: Backing,
     rooms: Mutex<Rooms>,
 }
 
 impl History {
     /// Keeps `ring` messages per room and at most `max_bytes` in all.
-    pub fn new(ring: usize, max_bytes: usize) -> History {
-        History { ring: ring.max(1), max_bytes, rooms: Mutex::new(Rooms::default()) }
+    pub fn new(ring: usize, max_bytes: usize, backing: Backing) -> History {
+        History { ring: ring.max(1), max_bytes, backing, rooms: Mutex::new(Rooms::default()) }
+    }
+
+    /// Messages kept per room.
+    pub fn ring(&self) -> usize {
+        self.ring
+    }
+
+    /// What stands behind it.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    fn new_log(&self) -> RoomLog {
+        let in_memory = self.backing == Backing::Memory;
+        RoomLog { known: in_memory, complete: in_memory, ..RoomLog::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Rooms> {
@@ -100,29 +161,87 @@ impl History {
         self.lock().logs.get(room).map_or(0, |l| l.last_seq)
     }
 
-    /// Appends the next message of `room`: `make(seq)` builds it with
-    /// `seq = last_seq + 1`. Sequencer thread only. Returns the entry.
-    pub fn append_next(&self, room: &Arc<str>, make: impl FnOnce(u64) -> Entry) -> Entry {
-        let mut rooms = self.lock();
-        let seq = rooms.logs.get(&**room).map_or(0, |l| l.last_seq) + 1;
-        let entry = make(seq);
-        self.push(&mut rooms, room, entry.clone());
-        entry
+    /// The room's latest seq if this pod knows it (it may sequence then).
+    pub fn known_last_seq(&self, room: &str) -> Option<u64> {
+        let rooms = self.lock();
+        match rooms.logs.get(room) {
+            Some(l) if l.known => Some(l.last_seq),
+            Some(_) => None,
+            None => (self.backing == Backing::Memory).then_some(0),
+        }
     }
 
-    /// Appends `entry`, whose seq must follow the room's last one.
-    /// Sequencer thread only (replica mode, where Redis assigned the seq).
+    /// Appends the next message of `room`: `make(seq)` builds it with
+    /// `seq = last_seq + 1`. Embedded sequencer only. `None` (nothing
+    /// appended) if the room's latest seq is not known yet.
+    pub fn append_next(&self, room: &Arc<str>, make: impl FnOnce(u64) -> Entry) -> Option<Entry> {
+        let mut rooms = self.lock();
+        let log = match rooms.logs.get(&**room) {
+            Some(l) => l,
+            None => {
+                let fresh = self.new_log();
+                rooms.logs.entry(room.clone()).or_insert(fresh)
+            }
+        };
+        if !log.known {
+            return None;
+        }
+        let entry = make(log.last_seq + 1);
+        self.push(&mut rooms, room, entry.clone());
+        Some(entry)
+    }
+
+    /// What a sequenced message from the subscription means for `room`.
+    pub fn classify(&self, room: &str, seq: u64) -> Arrival {
+        let rooms = self.lock();
+        match rooms.logs.get(room) {
+            Some(l) if l.known && seq <= l.last_seq => Arrival::Duplicate,
+            Some(l) if l.known && seq > l.last_seq + 1 => Arrival::Gap { after: l.last_seq },
+            _ => Arrival::Next,
+        }
+    }
+
+    /// Appends `entry` (Redis assigned its seq): the next one, or the first
+    /// this pod sees of the room. Subscriber thread only.
     pub fn append(&self, room: &Arc<str>, entry: Entry) {
         let mut rooms = self.lock();
         self.push(&mut rooms, room, entry);
     }
 
+    /// A gap before `next_seq` could not be filled: the ring restarts at
+    /// `next_seq` and the room is no longer complete (joins load again).
+    pub fn restart_after_gap(&self, room: &Arc<str>, next_seq: u64) {
+        let mut rooms = self.lock();
+        let fresh = self.new_log();
+        let log = rooms.logs.entry(room.clone()).or_insert(fresh);
+        let freed: usize = log.entries.drain(..).map(|e| e.frame.len()).sum();
+        log.last_seq = next_seq - 1;
+        log.known = true;
+        log.complete = false;
+        rooms.bytes -= freed;
+    }
+
     fn push(&self, rooms: &mut Rooms, room: &Arc<str>, entry: Entry) {
         rooms.appends += 1;
         let tick = rooms.appends;
-        let log = rooms.logs.entry(room.clone()).or_default();
-        debug_assert!(entry.seq > log.last_seq, "seq {} after {} in {room}", entry.seq, log.last_seq);
+        let fresh = self.new_log();
+        let log = rooms.logs.entry(room.clone()).or_insert(fresh);
+        debug_assert!(
+            !log.known || entry.seq == log.last_seq + 1,
+            "seq {} after {} in {room}",
+            entry.seq,
+            log.last_seq
+        );
+        if log.entries.back().is_some_and(|e| e.seq + 1 != entry.seq) {
+            // Not contiguous with what is stored (first sight of a cold room's
+            // live traffic after stale entries): keep only what is contiguous.
+            let freed: usize = log.entries.drain(..).map(|e| e.frame.len()).sum();
+            rooms.bytes -= freed;
+            log.complete = false;
+        }
+        let log = rooms.logs.get_mut(&**room).expect("just inserted");
         log.last_seq = entry.seq;
+        log.known = true;
         log.last_append = tick;
         let mut freed = 0;
         let added = entry.frame.len();
@@ -144,41 +263,99 @@ impl History {
             };
             let log = rooms.logs.get_mut(&victim).expect("victim exists");
             let bytes: usize = log.entries.drain(..).map(|e| e.frame.len()).sum();
+            if self.backing != Backing::Memory {
+                log.complete = false; // a join reloads it from the store
+            }
             rooms.bytes -= bytes;
             log::warn!("history over its memory bound: dropped the stored messages of room {victim} ({bytes} bytes)");
         }
     }
 
-    /// What a client joining `room` is sent: with `since`, every stored
-    /// message after it; otherwise the last `on_join` messages.
-    pub fn snapshot(&self, room: &str, since: Option<u64>, on_join: usize) -> Snapshot {
+    /// Whether a join into `room` (resuming after `since`) must wait for the
+    /// history loader: the room is not complete here, or the resume reaches
+    /// back before the ring and MongoDB may have what is older.
+    pub fn needs_load(&self, room: &str, since: Option<u64>) -> bool {
+        let Backing::Store { deep } = self.backing else { return false };
+        let rooms = self.lock();
+        let Some(log) = rooms.logs.get(room) else { return true };
+        if !log.complete {
+            return true;
+        }
+        let first = log.entries.front().map_or(log.last_seq + 1, |e| e.seq);
+        deep && since.is_some_and(|s| s + 1 < first)
+    }
+
+    /// The seq of the oldest stored message of `room` (or what it would be).
+    pub fn first_seq(&self, room: &str) -> u64 {
+        let rooms = self.lock();
+        rooms.logs.get(room).map_or(1, |l| l.entries.front().map_or(l.last_seq + 1, |e| e.seq))
+    }
+
+    /// Merges loaded messages (from Redis or MongoDB, any order, possibly
+    /// overlapping what is stored) under the ring: afterwards the ring holds
+    /// the longest contiguous run ending at the room's latest message, and
+    /// the room is known and complete.
+    pub fn merge_recent(&self, room: &Arc<str>, loaded: Vec<Entry>) {
+        let mut rooms = self.lock();
+        let fresh = self.new_log();
+        let log = rooms.logs.entry(room.clone()).or_insert(fresh);
+        let held_before: usize = log.entries.iter().map(|e| e.frame.len()).sum();
+        let mut all: Vec<Entry> = log.entries.drain(..).chain(loaded).collect();
+        all.sort_by_key(|e| e.seq);
+        all.dedup_by_key(|e| e.seq);
+        let latest = all.last().map_or(log.last_seq, |e| e.seq).max(log.last_seq);
+        // Keep the contiguous run that ends at `latest`, at most `ring` long.
+        let mut start = all.len();
+        while start > 0 && all[start - 1].seq + (all.len() - start) as u64 == latest && all.len() - start < self.ring {
+            start -= 1;
+        }
+        let kept = all.split_off(start);
+        let held_after: usize = kept.iter().map(|e| e.frame.len()).sum();
+        log.entries = kept.into();
+        log.last_seq = latest;
+        log.known = true;
+        log.complete = true;
+        rooms.bytes = rooms.bytes + held_after - held_before;
+    }
+
+    /// What a client joining `room` is sent: with `since`, every message
+    /// after it (from `older`, fetched from MongoDB, then the ring);
+    /// otherwise the last `on_join` messages.
+    pub fn snapshot(&self, room: &str, since: Option<u64>, on_join: usize, older: &[Entry]) -> Snapshot {
         let rooms = self.lock();
         let Some(log) = rooms.logs.get(room) else {
             return Snapshot { last_seq: 0, entries: Vec::new(), recovered: since.map(|s| s == 0) };
         };
         let last_seq = log.last_seq;
-        match since {
-            None => {
-                let skip = log.entries.len().saturating_sub(on_join);
-                Snapshot { last_seq, entries: log.entries.iter().skip(skip).cloned().collect(), recovered: None }
-            }
-            Some(s) if s >= last_seq => {
-                // Nothing missed; a `since` beyond `last_seq` means this room's
-                // sequence restarted (a single node without MongoDB restarted).
-                Snapshot { last_seq, entries: Vec::new(), recovered: Some(s == last_seq) }
-            }
-            Some(s) => {
-                let first = log.entries.front().map_or(last_seq + 1, |e| e.seq);
-                let entries: Vec<Entry> = log.entries.iter().filter(|e| e.seq > s).cloned().collect();
-                Snapshot { last_seq, entries, recovered: Some(first <= s + 1) }
-            }
+        let Some(s) = since else {
+            let skip = log.entries.len().saturating_sub(on_join);
+            return Snapshot { last_seq, entries: log.entries.iter().skip(skip).cloned().collect(), recovered: None };
+        };
+        if s >= last_seq {
+            // Nothing missed; a `since` beyond `last_seq` means this room's
+            // sequence restarted (a single node without MongoDB restarted).
+            return Snapshot { last_seq, entries: Vec::new(), recovered: Some(s == last_seq) };
         }
+        let ring_first = log.entries.front().map_or(last_seq + 1, |e| e.seq);
+        let mut entries: Vec<Entry> = older.iter().filter(|e| e.seq > s && e.seq < ring_first).cloned().collect();
+        entries.extend(log.entries.iter().filter(|e| e.seq > s).cloned());
+        // Recovered: exactly s+1 ..= last_seq, nothing missing in between.
+        let recovered = entries.first().is_some_and(|e| e.seq == s + 1)
+            && entries.last().is_some_and(|e| e.seq == last_seq)
+            && entries.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        Snapshot { last_seq, entries, recovered: Some(recovered) }
     }
 
     /// The last `limit` messages of `room`, newest first.
     pub fn recent(&self, room: &str, limit: usize) -> Vec<Entry> {
         let rooms = self.lock();
         rooms.logs.get(room).map_or_else(Vec::new, |l| l.entries.iter().rev().take(limit).cloned().collect())
+    }
+
+    /// Every room whose latest seq is known here, with that seq.
+    pub fn known_rooms(&self) -> Vec<(Arc<str>, u64)> {
+        let rooms = self.lock();
+        rooms.logs.iter().filter(|(_, l)| l.known).map(|(r, l)| (r.clone(), l.last_seq)).collect()
     }
 
     /// Rooms with any stored message or seq, and frame bytes held.
@@ -195,7 +372,8 @@ mod tests {
     fn fill(h: &History, room: &str, n: u64) {
         let room: Arc<str> = Arc::from(room);
         for _ in 0..n {
-            h.append_next(&room, |seq| Entry::new(seq, &format!(r#"{{"seq":{seq}}}"#)));
+            h.append_next(&room, |seq| Entry::new(seq, &format!(r#"{{"seq":{seq}}}"#)))
+                .expect("memory rooms are known");
         }
     }
 
@@ -205,7 +383,7 @@ mod tests {
 
     #[test]
     fn seqs_start_at_one_and_rise_by_one_per_room() {
-        let h = History::new(10, usize::MAX);
+        let h = History::new(10, usize::MAX, Backing::Memory);
         fill(&h, "a", 3);
         fill(&h, "b", 1);
         assert_eq!(h.last_seq("a"), 3);
@@ -217,43 +395,43 @@ mod tests {
 
     #[test]
     fn join_without_since_gets_the_last_n() {
-        let h = History::new(10, usize::MAX);
+        let h = History::new(10, usize::MAX, Backing::Memory);
         fill(&h, "a", 15);
-        let s = h.snapshot("a", None, 4);
+        let s = h.snapshot("a", None, 4, &[]);
         assert_eq!((s.last_seq, seqs(&s), s.recovered), (15, vec![12, 13, 14, 15], None));
-        assert_eq!(seqs(&h.snapshot("a", None, 50)).len(), 10, "bounded by the ring");
-        let empty = h.snapshot("none", None, 4);
+        assert_eq!(seqs(&h.snapshot("a", None, 50, &[])).len(), 10, "bounded by the ring");
+        let empty = h.snapshot("none", None, 4, &[]);
         assert_eq!((empty.last_seq, empty.entries.len()), (0, 0));
     }
 
     #[test]
     fn resume_within_the_ring_is_recovered() {
-        let h = History::new(10, usize::MAX);
+        let h = History::new(10, usize::MAX, Backing::Memory);
         fill(&h, "a", 15);
-        let s = h.snapshot("a", Some(12), 4);
+        let s = h.snapshot("a", Some(12), 4, &[]);
         assert_eq!((seqs(&s), s.recovered), (vec![13, 14, 15], Some(true)));
-        let s = h.snapshot("a", Some(5), 4);
+        let s = h.snapshot("a", Some(5), 4, &[]);
         assert_eq!((seqs(&s), s.recovered), (vec![6, 7, 8, 9, 10, 11, 12, 13, 14, 15], Some(true)), "exactly the ring");
-        let s = h.snapshot("a", Some(15), 4);
+        let s = h.snapshot("a", Some(15), 4, &[]);
         assert_eq!((seqs(&s), s.recovered), (vec![], Some(true)));
     }
 
     #[test]
     fn resume_beyond_the_ring_or_sequence_is_not_recovered() {
-        let h = History::new(10, usize::MAX);
+        let h = History::new(10, usize::MAX, Backing::Memory);
         fill(&h, "a", 15);
-        let s = h.snapshot("a", Some(4), 4);
+        let s = h.snapshot("a", Some(4), 4, &[]);
         assert_eq!((seqs(&s).len(), s.recovered), (10, Some(false)), "what is stored, flagged as incomplete");
-        let s = h.snapshot("a", Some(99), 4);
+        let s = h.snapshot("a", Some(99), 4, &[]);
         assert_eq!((s.last_seq, s.recovered), (15, Some(false)), "since beyond last_seq: sequence restarted");
-        assert_eq!(h.snapshot("new", Some(0), 4).recovered, Some(true));
-        assert_eq!(h.snapshot("new", Some(3), 4).recovered, Some(false));
+        assert_eq!(h.snapshot("new", Some(0), 4, &[]).recovered, Some(true));
+        assert_eq!(h.snapshot("new", Some(3), 4, &[]).recovered, Some(false));
     }
 
     #[test]
     fn memory_bound_evicts_least_recently_appended_rooms_but_keeps_their_seq() {
         let one = Entry::new(1, r#"{"seq":1}"#).frame.len();
-        let h = History::new(100, one * 15);
+        let h = History::new(100, one * 15, Backing::Memory);
         fill(&h, "old", 10);
         fill(&h, "new", 10);
         let (_, bytes) = h.usage();
@@ -261,8 +439,83 @@ mod tests {
         assert_eq!(h.recent("old", 100).len(), 0, "old room evicted");
         assert_eq!(h.recent("new", 100).len(), 10);
         assert_eq!(h.last_seq("old"), 10, "sequence survives eviction");
-        assert_eq!(h.snapshot("old", Some(5), 10).recovered, Some(false));
+        assert_eq!(h.snapshot("old", Some(5), 10, &[]).recovered, Some(false));
         fill(&h, "old", 1);
         assert_eq!(h.last_seq("old"), 11);
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+        range.map(|seq| Entry::new(seq, &format!(r#"{{"seq":{seq}}}"#))).collect()
+    }
+
+    #[test]
+    fn a_store_backed_room_starts_cold_and_is_warmed_by_a_load() {
+        let h = History::new(5, usize::MAX, Backing::Store { deep: true });
+        let room: Arc<str> = Arc::from("r");
+        assert!(h.needs_load("r", None), "never seen: load first");
+        assert_eq!(h.known_last_seq("r"), None, "may not sequence yet");
+        // Live traffic arrives before the load: known, not complete.
+        assert_eq!(h.classify("r", 41), Arrival::Next);
+        h.append(&room, entries(41..=41).remove(0));
+        assert_eq!(h.known_last_seq("r"), Some(41));
+        assert!(h.needs_load("r", None));
+        // The load overlaps and precedes it; the ring keeps the latest 5, contiguous.
+        h.merge_recent(&room, entries(30..=41));
+        assert!(!h.needs_load("r", None));
+        assert_eq!(seqs(&h.snapshot("r", None, 10, &[])), vec![37, 38, 39, 40, 41]);
+        assert_eq!(h.usage().1, entries(37..=41).iter().map(|e| e.frame.len()).sum::<usize>());
+        // A resume older than the ring goes to MongoDB (deep).
+        assert!(h.needs_load("r", Some(30)));
+        assert!(!h.needs_load("r", Some(36)));
+        assert_eq!(h.first_seq("r"), 37);
+    }
+
+    #[test]
+    fn merge_keeps_only_the_contiguous_run_ending_at_the_latest() {
+        let h = History::new(100, usize::MAX, Backing::Store { deep: false });
+        let room: Arc<str> = Arc::from("r");
+        let mut loaded = entries(1..=3);
+        loaded.extend(entries(7..=9)); // 4..6 missing in the store
+        h.merge_recent(&room, loaded);
+        assert_eq!(seqs(&h.snapshot("r", None, 100, &[])), vec![7, 8, 9]);
+        assert_eq!(h.snapshot("r", Some(2), 100, &[]).recovered, Some(false), "4..6 are not stored");
+        assert!(!h.needs_load("r", Some(2)), "no MongoDB: nothing deeper to load");
+    }
+
+    #[test]
+    fn gaps_and_duplicates_are_classified_and_an_unfillable_gap_restarts_the_ring() {
+        let h = History::new(10, usize::MAX, Backing::Store { deep: false });
+        let room: Arc<str> = Arc::from("r");
+        h.merge_recent(&room, entries(1..=5));
+        assert_eq!(h.classify("r", 6), Arrival::Next);
+        assert_eq!(h.classify("r", 5), Arrival::Duplicate);
+        assert_eq!(h.classify("r", 9), Arrival::Gap { after: 5 });
+        h.restart_after_gap(&room, 9);
+        h.append(&room, entries(9..=9).remove(0));
+        assert_eq!(seqs(&h.snapshot("r", None, 10, &[])), vec![9]);
+        assert!(h.needs_load("r", None), "no longer complete");
+        assert_eq!(h.known_last_seq("r"), Some(9));
+    }
+
+    #[test]
+    fn embedded_sequencing_refuses_a_room_whose_last_seq_is_unknown() {
+        let h = History::new(10, usize::MAX, Backing::Store { deep: true });
+        let room: Arc<str> = Arc::from("cold");
+        assert!(h.append_next(&room, |seq| Entry::new(seq, "{}")).is_none());
+        h.merge_recent(&room, entries(1..=4));
+        assert_eq!(h.append_next(&room, |seq| Entry::new(seq, "{}")).map(|e| e.seq), Some(5));
+    }
+
+    #[test]
+    fn a_resume_older_than_the_ring_combines_mongodb_entries_with_the_ring() {
+        let h = History::new(5, usize::MAX, Backing::Store { deep: true });
+        let room: Arc<str> = Arc::from("r");
+        h.merge_recent(&room, entries(1..=20)); // ring: 16..=20
+        let older = entries(9..=15);
+        let s = h.snapshot("r", Some(8), 50, &older);
+        assert_eq!((seqs(&s), s.recovered), ((9..=20).collect::<Vec<_>>(), Some(true)));
+        let s = h.snapshot("r", Some(3), 50, &older);
+        assert_eq!(s.recovered, Some(false), "4..8 were not fetched");
+        assert_eq!(seqs(&s).first(), Some(&9));
     }
 }

@@ -40,10 +40,14 @@ pub enum ToWorker {
         /// The room.
         room: Arc<str>,
     },
-    /// The room's history is loaded: joins waiting for it can proceed.
-    RoomReady {
-        /// The room.
-        room: Arc<str>,
+    /// The history loader is done with this connection's room: finish its join.
+    Loaded {
+        /// Slab key of the connection.
+        key: usize,
+        /// Its id.
+        conn_id: u64,
+        /// Messages older than the ring that its `since` reaches (from MongoDB).
+        older: Vec<Entry>,
     },
     /// Stop accepting and close every connection over the drain window.
     Drain,
