@@ -1,22 +1,26 @@
 //! Server: starts the threads of one process and stops them in order.
 //!
-//! Threads: `worker-N` (the event loops), `hub` (the embedded sequencer;
-//! in replica mode the Redis bridge), `mongo-writer` (when MONGO_URI is
-//! set), `signals`, and the main thread, which waits for a signal, logs a
-//! stats line every 10 s and conducts the shutdown:
+//! Threads: `worker-N` (the event loops); the sequencer — `hub` (embedded)
+//! or `redis-publisher` and `redis-subscriber` (replica mode);
+//! `history-loader` and `mongo-writer` when a store is configured;
+//! `signals`; and the main thread, which waits for a signal, logs a stats
+//! line every 10 s and conducts the shutdown:
 //!
 //! 1. first SIGTERM/SIGINT: phase Draining — `/ready` turns 503 at once;
 //! 2. after DRAIN_DELAY_SECS: phase Closing — each worker closes its
 //!    listener and closes its clients with 1001, spread over
 //!    DRAIN_WINDOW_SECS, reading what they still send;
-//! 3. when the workers are done: the sequencer finishes its queue, the
-//!    MongoDB writer flushes, and the process exits 0;
+//! 3. when the workers are done: the sequencer finishes its queue (the
+//!    Redis publisher waits at most its hold time for Redis), the
+//!    subscription stops, the MongoDB writer flushes (at most
+//!    `MONGO_FLUSH`), and the process exits 0;
 //! 4. a second signal at any point exits at once (status 1).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,12 +33,19 @@ use crate::hub::{embedded, HubCommand, PUBLISH_QUEUE_MAX};
 use crate::metrics::CloseReason;
 use crate::net::listener;
 use crate::net::worker::{Worker, WAKER};
+use crate::replica::{publisher, subscriber};
 use crate::state::{Phase, ServerState};
+use crate::store::mongo::{self, Mongo};
+use crate::store::{loader, StoreSender};
 
 /// How often the main thread logs a stats line.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 /// Time for the workers' close handshakes after the drain window.
 const CLOSE_GRACE: Duration = Duration::from_secs(8);
+/// Longest the MongoDB writer may take to flush its queue at exit.
+const MONGO_FLUSH: Duration = Duration::from_secs(4);
+/// History loads that may wait before joins stop waiting for them.
+const LOADER_QUEUE_MAX: usize = 65_536;
 
 /// A running server process.
 #[derive(Debug)]
@@ -44,7 +55,12 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     /// Each worker sends its index here when its loop ends.
     worker_done: Receiver<usize>,
-    hub: Option<JoinHandle<()>>,
+    /// The embedded hub or the Redis publisher.
+    sequencer: Option<JoinHandle<()>>,
+    /// The Redis subscriber and its stop flag.
+    subscriber: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// The MongoDB writer and the deadline it flushes by once shutdown began.
+    writer: Option<(JoinHandle<()>, Arc<OnceLock<Instant>>)>,
 }
 
 impl Server {
@@ -62,9 +78,54 @@ impl Server {
             senders.push(tx);
             receivers.push(rx);
         }
+        let invalid =
+            |what: &str, e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"));
+        let redis =
+            config.redis_url.as_deref().map(redis::Client::open).transpose().map_err(|e| invalid("REDIS_URL", &e))?;
+        let mongo = config.mongo_uri.as_deref().map(Mongo::open).transpose().map_err(|e| invalid("MONGO_URI", &e))?;
         let (publish_tx, publish_rx) = crossbeam_channel::bounded(PUBLISH_QUEUE_MAX);
-        let state = Arc::new(ServerState::new(config, senders, publish_tx));
-        let hub = embedded::spawn(state.clone(), publish_rx, None)?;
+        let (loader_tx, loader_rx) = match redis.is_some() || mongo.is_some() {
+            true => {
+                let (tx, rx) = crossbeam_channel::bounded(LOADER_QUEUE_MAX);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        let state = Arc::new(ServerState::new(config, senders, publish_tx, loader_tx));
+
+        let mut writer = None;
+        let store = match &mongo {
+            Some(m) => {
+                let (tx, rx) = crossbeam_channel::bounded(state.config.mongo_queue_max);
+                let deadline = Arc::new(OnceLock::new());
+                writer = Some((mongo::spawn_writer(state.clone(), m.clone(), rx, deadline.clone())?, deadline));
+                Some(StoreSender::new(tx, state.clone()))
+            }
+            None => {
+                log::warn!(
+                    "MONGO_URI is not set: messages live in memory only ({} per room) and are lost when every replica restarts",
+                    state.config.history_ring
+                );
+                None
+            }
+        };
+        if let Some(rx) = loader_rx {
+            loader::spawn(state.clone(), rx, redis.clone(), mongo.clone())?;
+        }
+        let (sequencer, subscriber, mode) = match redis {
+            Some(client) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let publisher =
+                    publisher::spawn(state.clone(), publish_rx, client.clone(), store, state.loader.clone())?;
+                let sub = subscriber::spawn(state.clone(), client, stop.clone())?;
+                (publisher, Some((sub, stop)), "replica (Redis pub/sub)")
+            }
+            None => (embedded::spawn(state.clone(), publish_rx, store)?, None, "embedded (single node)"),
+        };
+        let storage = match &mongo {
+            Some(m) => format!("MongoDB {}", m.namespace()),
+            None => "memory".to_string(),
+        };
 
         let (done_tx, worker_done) = crossbeam_channel::unbounded();
         let mut workers = Vec::new();
@@ -77,11 +138,11 @@ impl Server {
             })?);
         }
         log::info!(
-            "listening on {local_addr} with {} workers; pod {}; mode embedded (single node, in-memory history)",
+            "listening on {local_addr} with {} workers; pod {}; mode {mode}; history in {storage}",
             state.config.workers,
             state.config.pod_name
         );
-        Ok(Server { state, local_addr, workers, worker_done, hub: Some(hub) })
+        Ok(Server { state, local_addr, workers, worker_done, sequencer: Some(sequencer), subscriber, writer })
     }
 
     /// The address the listeners are bound to.
@@ -142,8 +203,17 @@ impl Server {
             let _ = w.join();
         }
         let _ = self.state.publish.send(HubCommand::Stop);
-        if let Some(hub) = self.hub.take() {
-            let _ = hub.join();
+        if let Some(sequencer) = self.sequencer.take() {
+            let _ = sequencer.join();
+        }
+        if let Some((subscriber, stop)) = self.subscriber.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            let _ = subscriber.join();
+        }
+        if let Some((writer, deadline)) = self.writer.take() {
+            // The sequencer held the last StoreSender: the writer now drains and exits.
+            let _ = deadline.set(Instant::now() + MONGO_FLUSH);
+            let _ = writer.join();
         }
         let drained = self.state.metrics.closes(CloseReason::Drain);
         log::info!(

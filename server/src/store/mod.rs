@@ -1,10 +1,17 @@
-//! Persistence of chat messages (MongoDB, replica-set aware).
+//! Persistence: MongoDB (when `MONGO_URI` is set) and the history loader.
 //!
-//! The sequencer hands each message it sequenced on this pod to a
-//! [`StoreSender`]; a dedicated writer thread batches them into MongoDB.
-//! A full queue drops the message, counts it and logs it loudly: the
-//! bound (`MONGO_QUEUE_MAX`) keeps a long MongoDB outage from taking the
-//! pod's memory.
+//! - [`StoreSender`]: how the sequencer hands each message sequenced on this
+//!   pod to the writer thread, never blocking; a full queue
+//!   (`MONGO_QUEUE_MAX`) drops the message, counts it and logs it loudly.
+//! - [`mongo`]: the connection, the document shape and the writer thread
+//!   (batched unordered `insert_many`, idempotent through the unique
+//!   `(room, seq)` index, retried with backoff, flushed on shutdown).
+//! - [`loader`]: the thread that warms a cold room's history on this pod
+//!   and serves resumes older than the in-memory ring, from the Redis list
+//!   and MongoDB, so no worker ever blocks on either.
+
+pub mod loader;
+pub mod mongo;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,0 +1,199 @@
+//! The history loader: one thread that fetches what this pod's in-memory
+//! history lacks, so workers never wait on Redis or MongoDB themselves.
+//!
+//! A worker whose client joins a room that is not complete here (a pod
+//! that just started, a room evicted from memory, a gap), or resumes from
+//! before the ring, sends a [`LoadRequest`] and answers the client when
+//! the loader replies ([`ToWorker::Loaded`]). The loader:
+//! 1. warms the room: the Redis list (the last `HISTORY_RING` messages,
+//!    written atomically with each publish), and MongoDB when the list does
+//!    not reach back far enough (Redis restarted, or no Redis at all);
+//!    merged under the ring by [`History::merge_recent`];
+//! 2. for a resume older than the ring, reads that range from MongoDB and
+//!    hands it to the worker with the reply.
+//!
+//! A room is only marked known after a source that can be trusted answered:
+//! if the Redis list might not reach back to the room's start and MongoDB
+//! is configured but down, the room stays unknown, and the sequencer
+//! refuses to number messages in it rather than restart its sequence.
+//! Each source has its own backoff, so an outage costs a join nothing but
+//! a missing history.
+//!
+//! [`History::merge_recent`]: crate::chat::history::History::merge_recent
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use super::mongo::{one_line, Mongo};
+use crate::backoff::Backoff;
+use crate::chat::history::Entry;
+use crate::hub::inbox::ToWorker;
+use crate::replica;
+use crate::state::ServerState;
+
+/// Most messages a resume fetches from MongoDB, beyond the ring. A client
+/// further behind gets the newest of them and `recovered: false`: a welcome
+/// frame is not the place to replay an unbounded backlog.
+pub const RESUME_MAX: usize = 10_000;
+
+/// Where to send the answer to a load.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    /// Worker index.
+    pub worker: usize,
+    /// Slab key of the waiting connection.
+    pub key: usize,
+    /// Its id.
+    pub conn_id: u64,
+}
+
+/// A request to complete a room's history on this pod.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    /// The room.
+    pub room: Arc<str>,
+    /// A resume point, when the client sent one.
+    pub since: Option<u64>,
+    /// The waiting connection, if any (a sequencer's request has none).
+    pub reply: Option<Reply>,
+}
+
+/// Starts the loader thread; it ends when every sender is gone.
+pub fn spawn(
+    state: Arc<ServerState>,
+    rx: Receiver<LoadRequest>,
+    redis: Option<redis::Client>,
+    mongo: Option<Mongo>,
+) -> std::io::Result<JoinHandle<()>> {
+    let backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut loader =
+        Loader { state, redis, redis_con: None, redis_backoff: backoff(), mongo, mongo_backoff: backoff() };
+    std::thread::Builder::new().name("history-loader".into()).spawn(move || {
+        for req in rx.iter() {
+            loader.handle(req);
+        }
+    })
+}
+
+struct Loader {
+    state: Arc<ServerState>,
+    redis: Option<redis::Client>,
+    redis_con: Option<redis::Connection>,
+    redis_backoff: Backoff,
+    mongo: Option<Mongo>,
+    mongo_backoff: Backoff,
+}
+
+impl Loader {
+    fn handle(&mut self, req: LoadRequest) {
+        let state = self.state.clone();
+        let history = &state.history;
+        let ring = history.ring();
+        if history.needs_load(&req.room, None) {
+            let list = self.redis_recent(&req.room, ring);
+            // The list is enough if it starts at seq 1 or fills the ring.
+            let sufficient = list.as_ref().is_some_and(|l| l.first().is_some_and(|e| e.seq == 1) || l.len() >= ring);
+            let (answered, loaded) = match (&self.mongo, sufficient) {
+                (Some(_), false) => match self.mongo_recent(&req.room, ring) {
+                    Some(stored) => (true, list.unwrap_or_default().into_iter().chain(stored).collect()),
+                    None => (false, Vec::new()),
+                },
+                _ => (list.is_some(), list.unwrap_or_default()),
+            };
+            if answered {
+                history.merge_recent(&req.room, loaded);
+            }
+        }
+        let mut older = Vec::new();
+        if let (Some(since), true) = (req.since, self.mongo.is_some()) {
+            let first = history.first_seq(&req.room);
+            if since + 1 < first {
+                older = self.mongo_range(&req.room, since, first, RESUME_MAX).unwrap_or_default();
+            }
+        }
+        if let Some(r) = req.reply {
+            if let Some(inbox) = self.state.inboxes.get(r.worker) {
+                inbox.send(ToWorker::Loaded { key: r.key, conn_id: r.conn_id, older });
+            }
+        }
+    }
+
+    /// The room's Redis list, or `None` if Redis is not configured or failed.
+    fn redis_recent(&mut self, room: &str, ring: usize) -> Option<Vec<Entry>> {
+        let client = self.redis.as_ref()?;
+        if !self.redis_backoff.ready() {
+            return None;
+        }
+        if self.redis_con.is_none() {
+            match client.get_connection_with_timeout(Duration::from_secs(1)) {
+                Ok(c) => {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    self.redis_con = Some(c);
+                }
+                Err(e) => {
+                    self.redis_failed(&e);
+                    return None;
+                }
+            }
+        }
+        let con = self.redis_con.as_mut()?;
+        let result: redis::RedisResult<Vec<Vec<u8>>> =
+            redis::cmd("LRANGE").arg(replica::history_key(room)).arg(-(ring as i64)).arg(-1).query(con);
+        match result {
+            Ok(items) => {
+                self.redis_backoff.succeeded();
+                Some(
+                    items
+                        .iter()
+                        .filter_map(|raw| replica::decode(raw))
+                        .filter(|m| m.room == room)
+                        .map(|m| Entry::new(m.seq, &m.to_json()))
+                        .collect(),
+                )
+            }
+            Err(e) => {
+                self.redis_con = None;
+                self.redis_failed(&e);
+                None
+            }
+        }
+    }
+
+    fn redis_failed(&mut self, e: &redis::RedisError) {
+        self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
+        self.redis_backoff.failed();
+        log::warn!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e));
+    }
+
+    fn mongo_recent(&mut self, room: &str, n: usize) -> Option<Vec<Entry>> {
+        let mongo = self.mongo.clone()?;
+        self.with_mongo(|| mongo.recent(room, n))
+    }
+
+    fn mongo_range(&mut self, room: &str, after: u64, before: u64, n: usize) -> Option<Vec<Entry>> {
+        let mongo = self.mongo.clone()?;
+        self.with_mongo(|| mongo.range(room, after, before, n))
+    }
+
+    fn with_mongo(&mut self, op: impl FnOnce() -> mongodb::error::Result<Vec<Entry>>) -> Option<Vec<Entry>> {
+        if !self.mongo_backoff.ready() {
+            return None;
+        }
+        match op() {
+            Ok(v) => {
+                self.mongo_backoff.succeeded();
+                Some(v)
+            }
+            Err(e) => {
+                self.state.metrics.backend.mongo_errors.fetch_add(1, Relaxed);
+                self.mongo_backoff.failed();
+                log::warn!("history loader: MongoDB read failed ({})", one_line(&e));
+                None
+            }
+        }
+    }
+}
