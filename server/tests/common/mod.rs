@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod tracker;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -210,4 +212,153 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_listening(port: u16, what: &str) {
+    eventually(&format!("{what} listening on {port}"), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+/// A real `redis-server` (Debian's package) on a free port, without persistence.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis { child: None, port: free_port() };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string());
+        let child = Command::new(&bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): run tools/test.sh, which installs redis-server"));
+        self.child = Some(child);
+        wait_listening(self.port, "redis-server");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (all data is lost, as in a crash of a Redis without persistence).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real MongoDB wire-protocol server (nx-27017, on SQLite) on a free
+/// port, with its data in a file that survives a stop and start.
+pub struct MongoWire {
+    child: Option<Child>,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl MongoWire {
+    pub fn start() -> MongoWire {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("ws-test-mongo-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut m = MongoWire { child: None, port, dir };
+        m.spawn();
+        m
+    }
+
+    fn binary() -> String {
+        if let Ok(bin) = std::env::var("NX27017") {
+            return bin;
+        }
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv-test/bin/nx-27017");
+        if std::path::Path::new(venv).exists() {
+            return venv.to_string();
+        }
+        "nx-27017".to_string()
+    }
+
+    fn spawn(&mut self) {
+        let bin = Self::binary();
+        let d = &self.dir;
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("--db")
+            .arg(d.join("chat.db"))
+            .arg("--log-file")
+            .arg(d.join("nx.log"))
+            .arg("--pid-file")
+            .arg(d.join("nx.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): run tools/test.sh, which installs nx-27017"));
+        self.child = Some(child);
+        wait_listening(self.port, "nx-27017");
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/chat", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// Every stored (room, seq), from the `messages` collection.
+    pub fn stored(&self) -> Vec<(String, u64)> {
+        let client = mongodb::sync::Client::with_uri_str(self.uri()).unwrap();
+        let coll = client.database("chat").collection::<mongodb::bson::Document>("messages");
+        let mut out: Vec<(String, u64)> = coll
+            .find(mongodb::bson::doc! {})
+            .run()
+            .unwrap()
+            .map(|d| {
+                let d = d.unwrap();
+                let seq = d.get_i64("seq").or_else(|_| d.get_i32("seq").map(i64::from)).unwrap();
+                (d.get_str("room").unwrap().to_string(), seq as u64)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for MongoWire {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

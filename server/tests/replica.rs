@@ -1,0 +1,281 @@
+//! Replica mode against real servers: three websocket-server processes on
+//! one redis-server and one MongoDB wire-protocol server (nx-27017), all on
+//! free loopback ports. Clients spread over the replicas see every message
+//! of their room exactly once, in seq order; every message is stored once;
+//! and that stays true through a Redis restart, a MongoDB outage and the
+//! SIGTERM of one replica.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use common::tracker::{Report, Tracker};
+use common::*;
+
+/// A replica on `redis` (and `mongo`), with a generous rate limit.
+fn replica(pod: &str, redis: &Redis, mongo: Option<&MongoWire>, extra: &[(&str, &str)]) -> Server {
+    let redis_url = redis.url();
+    let mongo_uri = mongo.map(|m| m.uri());
+    let mut env: Vec<(&str, &str)> = vec![
+        ("REDIS_URL", &redis_url),
+        ("POD_NAME", pod),
+        ("RATE_LIMIT", "1000"),
+        ("RATE_BURST", "1000"),
+        ("WORKERS", "2"),
+    ];
+    if let Some(uri) = &mongo_uri {
+        env.push(("MONGO_URI", uri));
+    }
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+/// Waits (up to `limit`) until MongoDB holds exactly `expected` for `room`.
+fn await_stored(mongo: &MongoWire, room: &str, expected: &BTreeSet<u64>, limit: Duration) {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    while start.elapsed() < limit {
+        let stored: Vec<u64> = mongo.stored().into_iter().filter(|(r, _)| r == room).map(|(_, s)| s).collect();
+        let unique: BTreeSet<u64> = stored.iter().copied().collect();
+        assert_eq!(unique.len(), stored.len(), "room {room}: a message stored twice: {stored:?}");
+        if &unique == expected {
+            return;
+        }
+        last = stored;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("room {room}: MongoDB holds {} messages, expected {}: {last:?}", last.len(), expected.len());
+}
+
+/// Zero loss over a run: every report gapless; every text written to a
+/// socket was delivered or answered with an error frame; no text twice.
+fn assert_no_loss(room: &str, reports: &[Report]) -> BTreeSet<u64> {
+    let mut seen: HashMap<u64, String> = HashMap::new();
+    for (i, r) in reports.iter().enumerate() {
+        r.assert_gapless(&format!("{room} client {i}"));
+        for (seq, text) in r.seqs.iter().zip(&r.texts) {
+            let prev = seen.insert(*seq, text.clone());
+            assert!(prev.is_none() || prev.as_ref() == Some(text), "{room}: seq {seq} carried two different messages");
+        }
+    }
+    let delivered: BTreeSet<&String> = seen.values().collect();
+    assert_eq!(delivered.len(), seen.len(), "{room}: a message was sequenced twice");
+    let sent: Vec<&String> = reports.iter().flat_map(|r| &r.sent).collect();
+    let refused: usize = reports.iter().map(|r| r.refused.len()).sum();
+    let lost: Vec<&&String> = sent.iter().filter(|t| !delivered.contains(**t)).collect();
+    assert!(
+        lost.len() <= refused,
+        "{room}: {} messages lost ({refused} refused with an error frame): {lost:?}",
+        lost.len()
+    );
+    seen.keys().copied().collect()
+}
+
+#[test]
+fn three_replicas_act_as_one_chat() {
+    let redis = Redis::start();
+    let mongo = MongoWire::start();
+    let servers: Vec<Server> = (0..3).map(|i| replica(&format!("pod-{i}"), &redis, Some(&mongo), &[])).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let rooms = ["alpha", "beta"];
+    let mut clients: Vec<(usize, Tracker)> = Vec::new();
+    for (r, room) in rooms.iter().enumerate() {
+        for i in 0..9 {
+            clients.push((r, Tracker::start(ports.clone(), i % 3, room, &format!("c{i}"))));
+        }
+    }
+    for round in 0..5 {
+        for (i, (r, c)) in clients.iter().enumerate() {
+            c.send(&format!("{}:{i}:{round}", rooms[*r]));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually("every client saw its room's 45 messages", || clients.iter().all(|(_, c)| c.last_seq() >= 45));
+    let reports: Vec<(usize, Report)> = clients.into_iter().map(|(r, c)| (r, c.finish())).collect();
+    for (r, room) in rooms.iter().enumerate() {
+        let mine: Vec<Report> = reports.iter().filter(|(x, _)| *x == r).map(|(_, rep)| rep.clone()).collect();
+        for rep in &mine {
+            assert_eq!(rep.seqs, (1..=45).collect::<Vec<u64>>(), "{room}: one order, exactly once");
+            assert_eq!(rep.texts, mine[0].texts, "{room}: every replica delivers the same order");
+            assert!(rep.texts.iter().all(|t| t.starts_with(room)), "{room}: rooms are isolated");
+            assert!(rep.refused.is_empty());
+        }
+        assert_eq!(assert_no_loss(room, &mine).len(), 45);
+        await_stored(&mongo, room, &(1..=45).collect(), Duration::from_secs(20));
+    }
+    // Every replica published and received through Redis.
+    for s in &servers {
+        assert_eq!(s.metric("websocket_redis_connected"), 1.0);
+        assert!(s.metric("websocket_redis_published_total") >= 30.0);
+        assert_eq!(s.metric("websocket_redis_received_total"), 90.0);
+        assert_eq!(s.metric("websocket_mongo_dropped_total"), 0.0);
+    }
+}
+
+#[test]
+fn history_and_resume_across_replicas_including_a_cold_one_and_mongodb() {
+    let redis = Redis::start();
+    let mongo = MongoWire::start();
+    let small_ring = [("HISTORY_RING", "10"), ("HISTORY_ON_JOIN", "5")];
+    let a = replica("pod-a", &redis, Some(&mongo), &small_ring);
+    let b = replica("pod-b", &redis, Some(&mongo), &small_ring);
+    let (mut sender, _) = join(&a, "room=h");
+    for i in 1..=30 {
+        send_chat(&mut sender, &format!("m{i}"));
+    }
+    assert_eq!(recv_chats(&mut sender, 30).last().unwrap().0, 30);
+    await_stored(&mongo, "h", &(1..=30).collect(), Duration::from_secs(20));
+
+    // Resume on the other replica, within its ring.
+    let (_ws, w) = join(&b, "room=h&since=25");
+    let seqs: Vec<u64> = w["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((seqs, &w["recovered"]), ((26..=30).collect::<Vec<_>>(), &serde_json::json!(true)));
+
+    // A replica that started after the messages: its history comes from Redis.
+    let c = replica("pod-c", &redis, Some(&mongo), &small_ring);
+    let (_ws, w) = join(&c, "room=h");
+    let seqs: Vec<u64> = w["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((seqs, w["lastSeq"].as_u64()), ((26..=30).collect::<Vec<_>>(), Some(30)));
+    assert_eq!(w["history"][0]["podName"], "pod-a", "the origin pod is kept");
+
+    // A resume from before the ring (and the Redis list): MongoDB fills it.
+    let (mut deep, w) = join(&c, "room=h&since=5");
+    let seqs: Vec<u64> = w["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((seqs, &w["recovered"]), ((6..=30).collect::<Vec<_>>(), &serde_json::json!(true)));
+
+    // And live traffic continues after it without a gap, from any replica.
+    let (mut other, _) = join(&b, "room=h");
+    send_chat(&mut other, "live");
+    assert_eq!(recv_chats(&mut deep, 1), vec![(31, "live".to_string())]);
+
+    // /history is served by any replica.
+    let (_, _, body) = http_get(c.port, "/history?room=h&limit=2");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((list[0]["seq"].as_u64(), list[1]["seq"].as_u64()), (Some(31), Some(30)));
+}
+
+#[test]
+fn a_redis_restart_mid_traffic_loses_nothing_and_the_sequence_continues() {
+    let mut redis = Redis::start();
+    let mongo = MongoWire::start();
+    let servers: Vec<Server> = (0..3).map(|i| replica(&format!("pod-{i}"), &redis, Some(&mongo), &[])).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let clients: Vec<Tracker> = (0..6).map(|i| Tracker::start(ports.clone(), i % 3, "r", &format!("c{i}"))).collect();
+    let start = Instant::now();
+    let mut restarted = false;
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        for (i, c) in clients.iter().enumerate() {
+            c.send(&format!("t{n}-{i}"));
+        }
+        n += 1;
+        if !restarted && start.elapsed() > Duration::from_secs(2) {
+            redis.restart();
+            restarted = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let reports: Vec<Report> = clients.into_iter().map(Tracker::finish).collect();
+    let seqs = assert_no_loss("r", &reports);
+    let max = *seqs.iter().max().unwrap();
+    assert!(
+        max as usize >= reports.iter().map(|r| r.sent.len()).sum::<usize>() / 2,
+        "traffic went on after the restart"
+    );
+    // The sequence never went backwards: the stored seqs are exactly the delivered ones.
+    await_stored(&mongo, "r", &seqs, Duration::from_secs(20));
+    for s in &servers {
+        eventually("Redis connections restored", || s.metric("websocket_redis_connected") == 1.0);
+        assert!(s.metric("websocket_redis_reconnects_total") >= 1.0);
+    }
+}
+
+#[test]
+fn a_mongodb_outage_of_ten_seconds_is_written_through_exactly_once() {
+    let redis = Redis::start();
+    let mut mongo = MongoWire::start();
+    let servers: Vec<Server> = (0..3).map(|i| replica(&format!("pod-{i}"), &redis, Some(&mongo), &[])).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let clients: Vec<Tracker> = (0..6).map(|i| Tracker::start(ports.clone(), i % 3, "m", &format!("c{i}"))).collect();
+    let start = Instant::now();
+    let (mut stopped, mut started) = (false, false);
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(14) {
+        for (i, c) in clients.iter().enumerate() {
+            c.send(&format!("m{n}-{i}"));
+        }
+        n += 1;
+        if !stopped && start.elapsed() > Duration::from_secs(2) {
+            mongo.stop();
+            stopped = true;
+        }
+        if !started && start.elapsed() > Duration::from_secs(12) {
+            mongo.start_again();
+            started = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reports: Vec<Report> = clients.into_iter().map(Tracker::finish).collect();
+    let seqs = assert_no_loss("m", &reports);
+    assert!(reports.iter().all(|r| r.refused.is_empty()), "chat goes on while MongoDB is down");
+    await_stored(&mongo, "m", &seqs, Duration::from_secs(40));
+    let retried: f64 = servers.iter().map(|s| s.metric("websocket_mongo_retried_total")).sum();
+    assert!(retried >= 1.0, "writes were retried");
+    for s in &servers {
+        assert_eq!(s.metric("websocket_mongo_dropped_total"), 0.0);
+        eventually("queue drained", || s.metric("websocket_mongo_queue_depth") == 0.0);
+    }
+}
+
+#[test]
+fn sigterm_of_one_replica_moves_its_clients_with_nothing_lost() {
+    let redis = Redis::start();
+    let mongo = MongoWire::start();
+    let drain = [("DRAIN_DELAY_SECS", "0"), ("DRAIN_WINDOW_SECS", "1")];
+    let mut servers: Vec<Server> = (0..3).map(|i| replica(&format!("pod-{i}"), &redis, Some(&mongo), &drain)).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let clients: Vec<Tracker> = (0..9).map(|i| Tracker::start(ports.clone(), i % 3, "s", &format!("c{i}"))).collect();
+    let start = Instant::now();
+    let mut signalled = false;
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        for (i, c) in clients.iter().enumerate() {
+            c.send(&format!("s{n}-{i}"));
+        }
+        n += 1;
+        if !signalled && start.elapsed() > Duration::from_secs(2) {
+            servers[1].signal("TERM");
+            signalled = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(servers[1].wait_exit(Duration::from_secs(15)), Some(0), "the drained replica exits 0");
+    let reports: Vec<Report> = clients.into_iter().map(Tracker::finish).collect();
+    let moved = reports.iter().filter(|r| r.closes.contains(&1001)).count();
+    assert_eq!(moved, 3, "the drained replica's clients got 1001");
+    assert!(reports.iter().filter(|r| r.closes.contains(&1001)).all(|r| r.connections >= 2), "and reconnected");
+    let seqs = assert_no_loss("s", &reports);
+    assert!(reports.iter().all(|r| r.refused.is_empty()));
+    await_stored(&mongo, "s", &seqs, Duration::from_secs(20));
+}
+
+#[test]
+fn redis_down_refuses_with_unavailable_and_clients_stay_connected() {
+    let mut redis = Redis::start();
+    let server = replica("pod-x", &redis, None, &[]);
+    let (mut ws, _) = join(&server, "room=u");
+    send_chat(&mut ws, "before");
+    assert_eq!(recv_chats(&mut ws, 1), vec![(1, "before".to_string())]);
+    redis.stop();
+    send_chat(&mut ws, "while down");
+    let v = recv_json(&mut ws);
+    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("unavailable")), "{v}");
+    eventually("redis_connected 0", || server.metric("websocket_redis_connected") == 0.0);
+    redis.restart();
+    eventually("redis_connected 1", || server.metric("websocket_redis_connected") == 1.0);
+    send_chat(&mut ws, "after");
+    assert_eq!(recv_chats(&mut ws, 1), vec![(2, "after".to_string())], "the sequence continues past Redis' data loss");
+    assert!(server.logged("Redis subscription restored"));
+}
