@@ -7,6 +7,11 @@
 //! the first chunk can be partly written (`head_written`), and
 //! [`OutQueue::discard_unstarted`] keeps it, so a frame already on the wire
 //! is always finished before anything else (a close frame) follows it.
+//!
+//! [`SocketSink`] writes with `send`/`sendmsg` rather than `write`/`writev`:
+//! the socket calls skip the VFS layer (file position lock, generic
+//! iterator setup), which profiling showed as ~9 % of the server's CPU in
+//! the fan-out benchmark, where nearly all time is the kernel's TCP path.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -137,6 +142,34 @@ impl OutQueue {
                 n = 0;
             }
         }
+    }
+}
+
+/// Writes to a socket with `send(2)` / `sendmsg(2)` (MSG_NOSIGNAL).
+pub struct SocketSink<'a>(socket2::SockRef<'a>);
+
+impl<'a> SocketSink<'a> {
+    /// Wraps a connected stream socket.
+    pub fn new<S: std::os::fd::AsFd>(socket: &'a S) -> SocketSink<'a> {
+        SocketSink(socket2::SockRef::from(socket))
+    }
+}
+
+impl Write for SocketSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if bufs.len() == 1 {
+            self.0.send(&bufs[0])
+        } else {
+            self.0.send_vectored(bufs)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::conn::{flag, ChatSession, Conn, Phase as ConnPhase, Service};
-use super::outq::Chunk;
+use super::outq::{Chunk, SocketSink};
 use crate::chat::history::Entry;
 use crate::chat::protocol::{self, Reject, Welcome, DRAIN_NOTICE};
 use crate::chat::ratelimit::TokenBucket;
@@ -817,7 +817,7 @@ impl Worker {
         if c.has(flag::DOOMED | flag::WRITE_BLOCKED) {
             return; // a writable event re-arms a blocked connection
         }
-        match c.out.write_to(&mut c.socket, WRITE_BUDGET) {
+        match c.out.write_to(&mut SocketSink::new(&c.socket), WRITE_BUDGET) {
             Ok(w) => {
                 m.bytes_out.fetch_add(w.bytes as u64, Relaxed);
                 m.writes.fetch_add(w.calls as u64, Relaxed);
