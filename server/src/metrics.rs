@@ -566,4 +566,14 @@ mod tests {
         assert!(rss > 0);
         assert!(user >= 0.0 && system >= 0.0);
     }
+
+    #[test]
+    fn operations_doc_describes_every_metric() {
+        let doc = include_str!("../../docs/operations.md");
+        let text = Metrics::new(1).render(&Snapshot::default());
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(doc.contains(&format!("`{name}")), "docs/operations.md does not describe {name}");
+        }
+    }
 }
