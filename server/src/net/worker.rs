@@ -336,11 +336,8 @@ impl Worker {
                     self.on_bytes(key, n);
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
-                        if let Some(c) = self.conns.get_mut(key) {
-                            if !c.has(flag::READ_PENDING | flag::DOOMED) {
-                                c.flags |= flag::READ_PENDING;
-                                self.pending_read.push(key);
-                            }
+                        if let Some(c) = self.conns.get_mut(key).filter(|c| !c.has(flag::DOOMED)) {
+                            enlist(c, key, flag::READ_PENDING, &mut self.pending_read);
                         }
                         return;
                     }
@@ -723,10 +720,7 @@ impl Worker {
 
     fn doom(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
-            if !c.has(flag::DOOMED) {
-                c.flags |= flag::DOOMED;
-                self.doomed.push(key);
-            }
+            enlist(c, key, flag::DOOMED, &mut self.doomed);
         }
     }
 
@@ -771,10 +765,7 @@ impl Worker {
 
     fn schedule_write(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
-            if !c.has(flag::IN_PENDING) {
-                c.flags |= flag::IN_PENDING;
-                self.pending_write.push(key);
-            }
+            enlist(c, key, flag::IN_PENDING, &mut self.pending_write);
         }
     }
 
@@ -904,10 +895,7 @@ impl Worker {
             delivered += 1;
             bytes += entry.frame.len() as i64;
             check_bound(c, key, max, &mut self.slow);
-            if !c.has(flag::IN_PENDING) {
-                c.flags |= flag::IN_PENDING;
-                self.pending_write.push(key);
-            }
+            enlist(c, key, flag::IN_PENDING, &mut self.pending_write);
         }
         m.messages_out.fetch_add(delivered, Relaxed);
         m.frames_out.fetch_add(delivered, Relaxed);
@@ -1035,8 +1023,17 @@ impl Worker {
 
 /// Marks `c` as a slow consumer when its queue passes the bound.
 fn check_bound(c: &mut Conn, key: usize, max: usize, slow: &mut Vec<usize>) {
-    if c.out.bytes() > max + c.allowance as usize && !c.has(flag::SLOW | flag::CLOSE_SENT) {
-        c.flags |= flag::SLOW;
-        slow.push(key);
+    if c.out.bytes() > max + c.allowance as usize && !c.has(flag::CLOSE_SENT) {
+        enlist(c, key, flag::SLOW, slow);
+    }
+}
+
+/// Puts connection `key` on `list` once: `f` records that it is there.
+/// The worker's work lists (pending writes and reads, slow consumers,
+/// doomed connections) all follow this rule, so none holds a key twice.
+fn enlist(c: &mut Conn, key: usize, f: u16, list: &mut Vec<usize>) {
+    if !c.has(f) {
+        c.flags |= f;
+        list.push(key);
     }
 }

@@ -99,21 +99,17 @@ impl Mongo {
 
     /// The last `n` messages of `room`, as entries, oldest first.
     pub fn recent(&self, room: &str, n: usize) -> mongodb::error::Result<Vec<Entry>> {
-        let cursor = self.coll.find(doc! {"room": room}).sort(doc! {"seq": -1}).limit(n as i64).run()?;
-        let mut out = Vec::new();
-        for doc in cursor {
-            if let Some(m) = from_document(&doc?) {
-                out.push(Entry::new(m.seq, &m.to_json()));
-            }
-        }
-        out.reverse();
-        Ok(out)
+        self.newest(doc! {"room": room}, n)
     }
 
     /// Messages of `room` with `after < seq < before`, oldest first, at most `n`
     /// (the newest `n` of that range).
     pub fn range(&self, room: &str, after: u64, before: u64, n: usize) -> mongodb::error::Result<Vec<Entry>> {
-        let filter = doc! {"room": room, "seq": {"$gt": after as i64, "$lt": before as i64}};
+        self.newest(doc! {"room": room, "seq": {"$gt": after as i64, "$lt": before as i64}}, n)
+    }
+
+    /// The newest `n` messages matching `filter`, as entries, oldest first.
+    fn newest(&self, filter: Document, n: usize) -> mongodb::error::Result<Vec<Entry>> {
         let cursor = self.coll.find(filter).sort(doc! {"seq": -1}).limit(n as i64).run()?;
         let mut out = Vec::new();
         for doc in cursor {
