@@ -271,7 +271,10 @@ impl Worker {
 
     fn on_event(&mut self, key: usize, readable: bool, writable: bool) {
         if !self.conns.contains(key) {
-            return; // an event for a connection removed earlier in this batch
+            // Entries are freed only in before_sleep, after the poll batch, and a
+            // freed socket is deregistered by dropping it, so no later event names
+            // it. Defensive: a stale token must never index another connection.
+            return;
         }
         let result = catch_unwind(AssertUnwindSafe(|| {
             if writable {
