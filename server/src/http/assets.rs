@@ -17,12 +17,17 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
+/// The page's HTML, served at `/` and `/index.html`.
+const INDEX: Asset =
+    Asset { content_type: "text/html; charset=utf-8", body: include_bytes!("../../static/index.html") };
+
+/// Every embedded file by path. The page loads only these (same origin).
 const ASSETS: &[(&str, Asset)] = &[
-    ("/", Asset { content_type: "text/html; charset=utf-8", body: include_bytes!("../../static/index.html") }),
-    (
-        "/index.html",
-        Asset { content_type: "text/html; charset=utf-8", body: include_bytes!("../../static/index.html") },
-    ),
+    ("/", INDEX),
+    ("/index.html", INDEX),
+    ("/app.js", Asset { content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../static/app.js") }),
+    ("/app.css", Asset { content_type: "text/css; charset=utf-8", body: include_bytes!("../../static/app.css") }),
+    ("/favicon.svg", Asset { content_type: "image/svg+xml", body: include_bytes!("../../static/favicon.svg") }),
 ];
 
 /// The asset served at `path`, if any.
