@@ -109,8 +109,12 @@ export SERVER_BIN CHROMIUM
 export SCREENSHOT_PATH="$ROOT/docs/chat.png"
 echo "server $BASE_URL (replica mode: redis :$REDIS_PORT, nx-27017 :$MONGO_PORT), $("$CHROMIUM" --version 2>/dev/null)"
 
+# In the background, so that a signal to this script is acted on at once
+# (bash runs traps only between commands, and `wait` is one).
+timeout --kill-after=10 "$RUN_TIMEOUT_SECS" node --test --test-reporter=spec chat.test.mjs &
+PIDS=("$!" "${PIDS[@]}")
 status=0
-timeout --kill-after=10 "$RUN_TIMEOUT_SECS" node --test --test-reporter=spec chat.test.mjs || status=$?
+wait "${PIDS[0]}" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "--- server log (last 40 lines)" >&2
     tail -n 40 "$WORK/server.log" >&2
