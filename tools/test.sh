@@ -72,6 +72,10 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
     done
 fi
 
+step "local cluster: connflood through HAProxy while every replica restarts"
+cargo build --release -p websocket-server -p connflood
+tools/localcluster-test.sh
+
 if [ -x tools/check-k8s.sh ]; then
     step "Kubernetes manifests, Dockerfile and scripts (offline checks)"
     tools/check-k8s.sh target/debug/websocket-server
