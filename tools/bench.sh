@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# tools/bench.sh: the benchmarks of issue 4, on loopback, with tools/localcluster
+# and connflood. Reports figures; asserts nothing about time.
+#
+#   tools/bench.sh [--scenario seed|idle|fanout|roll|all] [--runs N] [--quick]
+#   tools/bench.sh --report bench-results/<date>    (regenerate the doc only)
+#
+# Raw results go to bench-results/<date>/ (git-ignored): per run, connflood's
+# JSON reports and progress output, the server/cluster logs, and measure.txt
+# (the /proc and /metrics samples); tools/bench/report.py turns them into
+# run.json, runs.csv and docs/benchmarks.md (median and range over the runs,
+# the targets, the machine, the commands).
+#
+# A full run (--scenario all --runs 3) takes about 35 minutes and loads both
+# cores: run it on an otherwise idle machine. --quick uses tiny sizes (about
+# 3 minutes for everything) to check the scripts, and says so in the doc.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SERVER_BIN=${WEBSOCKET_SERVER:-$ROOT/target/release/websocket-server}
+CONNFLOOD=${CONNFLOOD:-$ROOT/target/release/connflood}
+DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}
+CLK_TCK=$(getconf CLK_TCK)
+PAGE_SIZE=$(getconf PAGESIZE)
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+
+SCENARIO=all RUNS=3 QUICK=0 REPORT_ONLY=
+while [ $# -gt 0 ]; do
+    case $1 in
+    --scenario) SCENARIO=${2:?--scenario NAME}; shift 2 ;;
+    --runs) RUNS=${2:?--runs N}; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --report) REPORT_ONLY=${2:?--report DIR}; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+if [ -n "$REPORT_ONLY" ]; then
+    python3 tools/bench/report.py "$REPORT_ONLY" "$DOC"
+    echo "wrote $DOC"
+    exit 0
+fi
+case $SCENARIO in
+all) SCENARIOS=(seed idle fanout roll) ;;
+seed | idle | fanout | roll) SCENARIOS=("$SCENARIO") ;;
+*) echo "--scenario must be seed, idle, fanout, roll or all" >&2; exit 2 ;;
+esac
+[[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "--runs must be 1-99" >&2; exit 2; }
+for bin in "$SERVER_BIN" "$CONNFLOOD"; do
+    [ -x "$bin" ] || { echo "missing $bin: cargo build --release -p websocket-server -p connflood" >&2; exit 1; }
+done
+
+# ---------------------------------------------------------------------------
+# Sizes. The full sizes are issue 4's; --quick only proves the plumbing.
+
+if [ "$QUICK" = 1 ]; then
+    SEED_CONNS=200 SEED_ROOMS=10 SEED_RAMP=3 SEED_DURATION=12 SEED_INTERVAL=1000 SEED_WARM=3 SEED_TAIL=2
+    ROLL_DURATION=30 ROLL_AT=2 CLUSTER_DRAIN=(--drain-delay 1 --drain-window 2)
+    IDLE_CONNS=600 IDLE_RAMP=3 IDLE_HOLD=6
+    FANOUT_CONNS=200 FANOUT_RATES=(20 40) FANOUT_RAMP=2 FANOUT_DURATION=8 FANOUT_SKIP=2
+else
+    SEED_CONNS=10000 SEED_ROOMS=100 SEED_RAMP=60 SEED_DURATION=120 SEED_INTERVAL=10000 SEED_WARM=10 SEED_TAIL=10
+    ROLL_DURATION=120 ROLL_AT=20 CLUSTER_DRAIN=()
+    IDLE_CONNS=19000 IDLE_RAMP=30 IDLE_HOLD=20
+    FANOUT_CONNS=2000 FANOUT_RATES=(100 200 400 800) FANOUT_RAMP=5 FANOUT_DURATION=25 FANOUT_SKIP=5
+fi
+SETTLE=5
+# Source addresses: a separate range for every connflood process of a run.
+SEED_BIND_A=127.0.0.10-127.0.0.59 SEED_BIND_B=127.0.0.60-127.0.0.109
+IDLE_BINDS=(127.0.0.110-127.0.0.119 127.0.0.120-127.0.0.129 127.0.0.130-127.0.0.139)
+FANOUT_BIND=127.0.0.1-127.0.0.4
+
+STAMP=$(date -u +%Y-%m-%d_%H%M%S)
+OUT=$ROOT/bench-results/$STAMP
+[ "$QUICK" = 1 ] && OUT=$OUT-quick
+mkdir -p "$OUT"
+COMMAND="tools/bench.sh --scenario $SCENARIO --runs $RUNS$([ "$QUICK" = 1 ] && echo ' --quick')"
+
+# ---------------------------------------------------------------------------
+# Helpers. Everything started here is recorded by PID and stopped by PID.
+
+say() { printf '[bench %s] %s\n' "$(date +%T)" "$*"; }
+# put KEY VALUE: one measurement of the current run.
+put() { printf '%s %s\n' "$1" "$2" >>"$MEASURE"; }
+# Logs a command of the first run of a scenario, for the doc.
+LOG_CMDS=0
+log_cmd() {
+    [ "$LOG_CMDS" = 1 ] || return 0
+    local line
+    printf -v line '%q ' "$@"
+    line=${line//$OUT\//\$OUT\/}
+    line=${line//$ROOT\//}
+    printf '%s %s\n' "$CURRENT" "${line% }" >>"$OUT/commands.txt"
+}
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+metric() {
+    curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null | awk -v m="$2" '$1 == m { print $2; exit }' || true
+}
+health_conns() {
+    curl -s --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null | sed -n 's/.*"connections":\([0-9]*\).*/\1/p' || true
+}
+tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg | tr ' ' /; }
+sum() { awk '{ s += $1 } END { printf "%d\n", s }'; }
+# Seconds (float) since T0.
+elapsed() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
+# Sleeps until OFFSET seconds after T0.
+sleep_until() {
+    local left
+    left=$(awk -v a="$T0" -v b="$EPOCHREALTIME" -v o="$1" 'BEGIN { l = a + o - b; printf "%.3f", (l > 0 ? l : 0) }')
+    sleep "$left"
+}
+all_free() {
+    local p
+    for ((p = $1; p < $1 + 30; p++)); do
+        ! ss -Htln "sport = :$p" | grep -q . || return 1
+    done
+}
+pick_base() {
+    local try c
+    for ((try = 0; try < 20; try++)); do
+        c=$((20000 + (RANDOM % 100) * 100))
+        if all_free "$c"; then
+            echo "$c"
+            return 0
+        fi
+    done
+    echo "no free port range found" >&2
+    return 1
+}
+
+CF_PIDS=() CF_NAMES=()
+SERVER_PID=
+CLUSTER_DIR=
+ROLL_PID=
+cleanup() {
+    set +e
+    local p
+    for p in "${CF_PIDS[@]}" "$ROLL_PID"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && kill -TERM "$p"; done
+    [ -z "$SERVER_PID" ] || stop_server
+    [ -z "$CLUSTER_DIR" ] || LOCALCLUSTER_DIR=$CLUSTER_DIR tools/localcluster down >/dev/null 2>&1
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# cf_start NAME LIMIT_SECS ARGS...: a connflood process in the background.
+cf_start() {
+    local name=$1 limit=$2
+    shift 2
+    log_cmd connflood "$@" --json "$RUN/$name.json"
+    timeout -k 5 "$limit" "$CONNFLOOD" "$@" --json "$RUN/$name.json" >"$RUN/$name.out" 2>&1 &
+    CF_PIDS+=($!)
+    CF_NAMES+=("$name")
+}
+# Waits for every connflood started since the last cf_wait; records exit statuses.
+cf_wait() {
+    local i rc
+    for i in "${!CF_PIDS[@]}"; do
+        rc=0
+        wait "${CF_PIDS[$i]}" || rc=$?
+        put "cf_rc_${CF_NAMES[$i]}" "$rc"
+    done
+    CF_PIDS=() CF_NAMES=()
+}
+
+# A single server process (idle, fanout): release, WORKERS=2, single node.
+start_server() {
+    local port=$1
+    shift
+    log_cmd env "PORT=$port" BIND_ADDR=127.0.0.1 WORKERS=2 DRAIN_DELAY_SECS=0 DRAIN_WINDOW_SECS=1 "$@" websocket-server
+    env "PORT=$port" BIND_ADDR=127.0.0.1 WORKERS=2 "POD_NAME=bench-$CURRENT" DRAIN_DELAY_SECS=0 \
+        DRAIN_WINDOW_SECS=1 "$@" "$SERVER_BIN" >>"$RUN/server.log" 2>&1 &
+    SERVER_PID=$!
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/ready" 2>/dev/null)" = 200 ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    echo "the server did not become ready (see $RUN/server.log)" >&2
+    return 1
+}
+stop_server() {
+    local i
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+new_run() {
+    RUN=$OUT/$CURRENT/run-$1
+    mkdir -p "$RUN"
+    MEASURE=$RUN/measure.txt
+    : >"$MEASURE"
+    put clk_tck "$CLK_TCK"
+    put page_size "$PAGE_SIZE"
+    put loadavg_before "$(loadavg)"
+    LOG_CMDS=0
+    [ "$1" != 1 ] || LOG_CMDS=1
+    CF_NAMES=()
+}
+
+# ---------------------------------------------------------------------------
+# seed and roll: connections over rooms through the balancers.
+
+cluster_pids() { # replica or haproxy PIDs of the current cluster
+    local f
+    for f in "$CLUSTER_DIR"/pids/"$1"-*.pid; do [ -f "$f" ] && cat "$f"; done
+}
+ticks_of() { local p; for p in "$@"; do cpu_ticks "$p"; done | sum; }
+
+run_cluster() {
+    local k=$1 base duration i half pids hpids
+    new_run "$k"
+    duration=$SEED_DURATION
+    [ "$CURRENT" != roll ] || duration=$ROLL_DURATION
+    base=$(pick_base)
+    CLUSTER_DIR=$RUN/cluster
+    log_cmd tools/localcluster up --replicas 3 --port "$base" --balancers 2 "${CLUSTER_DRAIN[@]}"
+    LOCALCLUSTER_DIR=$CLUSTER_DIR tools/localcluster up --replicas 3 --port "$base" --balancers 2 \
+        "${CLUSTER_DRAIN[@]}" >"$RUN/up.out" 2>&1 || { cat "$RUN/up.out" >&2; return 1; }
+    put replicas 3
+    mapfile -t pids < <(cluster_pids replica)
+    mapfile -t hpids < <(cluster_pids haproxy)
+    local r0 h0
+    r0=$(ticks_of "${pids[@]}")
+    h0=$(ticks_of "${hpids[@]}")
+
+    half=$((SEED_CONNS / 2))
+    local limit=$((SEED_RAMP + duration + SETTLE + 60))
+    local common=(--rooms "$SEED_ROOMS" --ramp-up "$SEED_RAMP" --duration "$duration"
+        --msg-interval "$SEED_INTERVAL" --settle "$SETTLE" --status-every 10)
+    T0=$EPOCHREALTIME
+    cf_start cf-a "$limit" --url "ws://127.0.0.1:$base/ws" --connections "$half" --bind "$SEED_BIND_A" "${common[@]}"
+    cf_start cf-b "$limit" --url "ws://127.0.0.1:$((base + 1))/ws" --connections "$((SEED_CONNS - half))" \
+        --bind "$SEED_BIND_B" "${common[@]}"
+    put sending_stops_at "$((SEED_RAMP + duration))"
+
+    # Steady window (seed), or the moment to roll (roll).
+    local warm=$SEED_WARM
+    [ "$CURRENT" != roll ] || warm=$ROLL_AT
+    sleep_until $((SEED_RAMP + warm))
+    local w0 d0 c0 g0
+    w0=$EPOCHREALTIME
+    d0=$(for ((i = 0; i < 3; i++)); do metric "$((base + 20 + i))" websocket_messages_delivered_total; done | sum)
+    c0=$(ticks_of "${pids[@]}")
+    g0=$(ticks_of "${hpids[@]}")
+    for ((i = 0; i < 3; i++)); do put "conns_replica_$i" "$(health_conns "$((base + 20 + i))")"; done
+    if [ "$CURRENT" = roll ]; then
+        put roll_started_at "$(elapsed)"
+        log_cmd tools/localcluster roll --pause 2
+        LOCALCLUSTER_DIR=$CLUSTER_DIR tools/localcluster roll --pause 2 >"$RUN/roll.out" 2>&1 &
+        ROLL_PID=$!
+        local rc=0
+        wait "$ROLL_PID" || rc=$?
+        ROLL_PID=
+        put roll_ended_at "$(elapsed)"
+        put roll_rc "$rc"
+        put roll_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
+    else
+        sleep_until $((SEED_RAMP + duration - SEED_TAIL))
+        local d1 c1 g1
+        d1=$(for ((i = 0; i < 3; i++)); do metric "$((base + 20 + i))" websocket_messages_delivered_total; done | sum)
+        c1=$(ticks_of "${pids[@]}")
+        g1=$(ticks_of "${hpids[@]}")
+        put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
+        put window_delivered "$((d1 - d0))"
+        put window_cpu_ticks_replicas "$((c1 - c0))"
+        put window_cpu_ticks_haproxy "$((g1 - g0))"
+    fi
+    cf_wait
+    if [ "$CURRENT" != roll ]; then
+        # Whole-run CPU and peak RSS (a roll replaces the processes, so not there).
+        put run_cpu_ticks_replicas "$(($(ticks_of "${pids[@]}") - r0))"
+        for ((i = 0; i < 3; i++)); do put "hwm_kib_replica_$i" "$(status_kib "${pids[$i]}" VmHWM)"; done
+    fi
+    put run_cpu_ticks_haproxy "$(($(ticks_of "${hpids[@]}") - h0))"
+    put loadavg_after "$(loadavg)"
+    LOCALCLUSTER_DIR=$CLUSTER_DIR tools/localcluster down >"$RUN/down.out" 2>&1 || true
+    CLUSTER_DIR=
+    say "$CURRENT run $k: $(summary_line)"
+}
+
+summary_line() {
+    python3 - "$RUN" <<'EOF' || true
+import glob, json, sys
+rs = [json.load(open(p)) for p in sorted(glob.glob(sys.argv[1] + "/cf-*.json"))]
+if not rs:
+    print("no connflood report"); sys.exit()
+c = lambda k: sum(r["connections"][k] for r in rs)
+m = lambda k: sum(r["messages"][k] for r in rs)
+print(f"passed {all(r['passed'] for r in rs)}; connected {c('connected')}/{c('target')}, errors {c('errors')}, "
+      f"reconnects {c('reconnects')}, lost {m('lost')}, duplicated {m('duplicated')}, "
+      f"p99 {max(r['latency_ms']['p99'] for r in rs):.2f} ms")
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# idle: as many idle connections as one process holds.
+
+run_idle() {
+    local k=$1 base port i n per binds=${#IDLE_BINDS[@]}
+    new_run "$k"
+    base=$(pick_base)
+    port=$((base + 1))
+    start_server "$port" MAX_CONNECTIONS=19500
+    sleep 1
+    put rss_before_kib "$(status_kib "$SERVER_PID" VmRSS)"
+    put tcp_mem_pages_before "$(tcp_mem_pages)"
+    local t0
+    t0=$(cpu_ticks "$SERVER_PID")
+    per=$(((IDLE_CONNS + binds - 1) / binds))
+    local limit=$((IDLE_RAMP + IDLE_HOLD + SETTLE + 60))
+    T0=$EPOCHREALTIME
+    for ((i = 0; i < binds; i++)); do
+        n=$per
+        ((i < binds - 1)) || n=$((IDLE_CONNS - per * (binds - 1)))
+        cf_start "cf-$i" "$limit" --url "ws://127.0.0.1:$port/ws" --connections "$n" --senders 0 \
+            --rooms 100 --ramp-up "$IDLE_RAMP" --duration "$IDLE_HOLD" --settle "$SETTLE" \
+            --bind "${IDLE_BINDS[$i]}" --status-every 10
+    done
+    # Wait (bounded) until the server holds every connection, then sample.
+    local held=0
+    for ((i = 0; i < (IDLE_RAMP + IDLE_HOLD) * 5; i++)); do
+        held=$(metric "$port" websocket_connections_active)
+        [ "${held:-0}" -lt "$IDLE_CONNS" ] || break
+        sleep 0.2
+    done
+    local rss=0
+    for ((i = 0; i < 3; i++)); do
+        sleep 1
+        rss=$(status_kib "$SERVER_PID" VmRSS)
+    done
+    put connections_held "$(metric "$port" websocket_connections_active)"
+    put rss_after_kib "$rss"
+    put tcp_mem_pages_after "$(tcp_mem_pages)"
+    put at_secs "$(elapsed)"
+    cf_wait
+    put hwm_kib "$(status_kib "$SERVER_PID" VmHWM)"
+    put run_cpu_ticks "$(($(cpu_ticks "$SERVER_PID") - t0))"
+    put loadavg_after "$(loadavg)"
+    stop_server
+    say "idle run $k: held $(awk '$1 == "connections_held" { print $2 }' "$MEASURE"), RSS $(awk '$1 == "rss_before_kib" { print $2 }' "$MEASURE") → $rss KiB; $(summary_line)"
+}
+
+# ---------------------------------------------------------------------------
+# fanout: one room, rising rate, fresh server per rate.
+
+run_fanout() {
+    local k=$1 senders base port parent
+    new_run "$k"
+    parent=$RUN
+    for senders in "${FANOUT_RATES[@]}"; do
+        RUN=$parent/rate-$senders
+        mkdir -p "$RUN"
+        MEASURE=$RUN/measure.txt
+        : >"$MEASURE"
+        put clk_tck "$CLK_TCK"
+        put senders "$senders"
+        put msg_interval_ms 1000
+        put loadavg_before "$(loadavg)"
+        base=$(pick_base)
+        port=$((base + 1))
+        start_server "$port"
+        T0=$EPOCHREALTIME
+        cf_start cf-a $((FANOUT_RAMP + FANOUT_DURATION + SETTLE + 60)) --url "ws://127.0.0.1:$port/ws" \
+            --connections "$FANOUT_CONNS" --rooms 1 --senders "$senders" --msg-interval 1000 \
+            --ramp-up "$FANOUT_RAMP" --duration "$FANOUT_DURATION" --settle "$SETTLE" \
+            --bind "$FANOUT_BIND" --status-every 10
+        sleep_until $((FANOUT_RAMP + FANOUT_SKIP))
+        local w0 c0 d0 s0 c1 d1 s1
+        w0=$EPOCHREALTIME
+        c0=$(cpu_ticks "$SERVER_PID")
+        d0=$(metric "$port" websocket_messages_delivered_total)
+        s0=$(metric "$port" websocket_write_syscalls_total)
+        sleep_until $((FANOUT_RAMP + FANOUT_DURATION - FANOUT_SKIP))
+        c1=$(cpu_ticks "$SERVER_PID")
+        d1=$(metric "$port" websocket_messages_delivered_total)
+        s1=$(metric "$port" websocket_write_syscalls_total)
+        put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
+        put window_cpu_ticks "$((c1 - c0))"
+        put window_delivered "$((${d1:-0} - ${d0:-0}))"
+        put window_write_syscalls "$((${s1:-0} - ${s0:-0}))"
+        cf_wait
+        stop_server
+        local verdict
+        verdict=$(python3 - "$MEASURE" "$RUN/cf-a.json" <<'EOF' || echo "stop no report"
+import json, sys
+m = dict(l.split(" ", 1) for l in open(sys.argv[1]).read().splitlines())
+r = json.load(open(sys.argv[2]))
+hz, win = float(m["clk_tck"]), float(m["window_secs"])
+d, w, t = int(m["window_delivered"]), int(m["window_write_syscalls"]), int(m["window_cpu_ticks"])
+complete = r["passed"] and r["messages"]["lost"] == 0 and r["messages"]["delivered"] == r["messages"]["expected"]
+p99 = r["latency_ms"]["p99"]
+go = "go" if complete and p99 <= 50 else "stop"
+print(f"{go} {d / win:.0f} deliveries/s, {t / hz / (d / 1e6) if d else 0:.2f} CPU s/M, "
+      f"{d / w if w else 0:.2f} deliveries/write, p50 {r['latency_ms']['p50']:.2f} ms, p99 {p99:.2f} ms, "
+      f"complete {complete}")
+EOF
+        )
+        say "fanout run $k, $senders msg/s: ${verdict#* }"
+        [ "${verdict%% *}" = go ] || break
+    done
+    RUN=$parent
+    MEASURE=$parent/measure.txt
+    put loadavg_after "$(loadavg)"
+}
+
+# ---------------------------------------------------------------------------
+
+{
+    echo "date $(date -u +%FT%TZ)"
+    echo "command $COMMAND"
+    echo "quick $([ "$QUICK" = 1 ] && echo yes || echo no)"
+    echo "git_commit $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+    echo "git_dirty $(git diff --quiet HEAD -- server tools/connflood 2>/dev/null && echo no || echo yes)"
+    echo "nproc $(nproc)"
+    echo "mem_total_kib $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)"
+    echo "cpu_model $(awk -F': ' '$1 ~ /^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "kernel $(uname -sr)"
+    echo "rustc $(rustc -V 2>/dev/null || echo unknown)"
+    echo "haproxy $(haproxy -v 2>/dev/null | head -n 1 | awk '{ print $3 }')"
+    echo "redis $(redis-server --version 2>/dev/null | grep -o 'v=[0-9.]*' | cut -c3-)"
+    echo "nofile $(ulimit -Hn)"
+    echo "loadavg $(loadavg)"
+    echo "seed_connections $SEED_CONNS"
+    echo "seed_rooms $SEED_ROOMS"
+    echo "seed_ramp $SEED_RAMP"
+    echo "seed_duration $SEED_DURATION"
+    echo "seed_interval $SEED_INTERVAL"
+    echo "idle_connections $IDLE_CONNS"
+    echo "seed_warm $SEED_WARM"
+    echo "seed_tail $SEED_TAIL"
+    echo "roll_duration $ROLL_DURATION"
+    echo "roll_at $ROLL_AT"
+    echo "idle_ramp $IDLE_RAMP"
+    echo "idle_hold $IDLE_HOLD"
+    echo "fanout_connections $FANOUT_CONNS"
+    echo "fanout_ramp $FANOUT_RAMP"
+    echo "fanout_duration $FANOUT_DURATION"
+    echo "fanout_skip $FANOUT_SKIP"
+    echo "fanout_rates ${FANOUT_RATES[*]}"
+} >"$OUT/machine.txt"
+
+say "results in $OUT"
+for CURRENT in "${SCENARIOS[@]}"; do
+    for ((k = 1; k <= RUNS; k++)); do
+        say "$CURRENT: run $k of $RUNS"
+        case $CURRENT in
+        seed | roll) run_cluster "$k" ;;
+        idle) run_idle "$k" ;;
+        fanout) run_fanout "$k" ;;
+        esac
+    done
+done
+
+python3 tools/bench/report.py "$OUT" "$DOC"
+say "wrote $DOC (and $OUT/benchmarks.md)"
