@@ -11,7 +11,7 @@
 # run.json, runs.csv and docs/benchmarks.md (median and range over the runs,
 # the targets, the machine, the commands).
 #
-# A full run (--scenario all --runs 3) takes about 35 minutes and loads both
+# A full run (--scenario all --runs 3) takes 30-35 minutes and loads both
 # cores: run it on an otherwise idle machine. --quick uses tiny sizes (about
 # 3 minutes for everything) to check the scripts, and says so in the doc.
 set -euo pipefail
@@ -149,7 +149,7 @@ trap 'exit 130' INT TERM
 cf_start() {
     local name=$1 limit=$2
     shift 2
-    log_cmd connflood "$@" --json "$RUN/$name.json"
+    log_cmd "$CONNFLOOD" "$@" --json "$RUN/$name.json"
     timeout -k 5 "$limit" "$CONNFLOOD" "$@" --json "$RUN/$name.json" >"$RUN/$name.out" 2>&1 &
     CF_PIDS+=($!)
     CF_NAMES+=("$name")
@@ -169,7 +169,8 @@ cf_wait() {
 start_server() {
     local port=$1
     shift
-    log_cmd env "PORT=$port" BIND_ADDR=127.0.0.1 WORKERS=2 DRAIN_DELAY_SECS=0 DRAIN_WINDOW_SECS=1 "$@" websocket-server
+    log_cmd env "PORT=$port" BIND_ADDR=127.0.0.1 WORKERS=2 "POD_NAME=bench-$CURRENT" DRAIN_DELAY_SECS=0 \
+        DRAIN_WINDOW_SECS=1 "$@" "$SERVER_BIN"
     env "PORT=$port" BIND_ADDR=127.0.0.1 WORKERS=2 "POD_NAME=bench-$CURRENT" DRAIN_DELAY_SECS=0 \
         DRAIN_WINDOW_SECS=1 "$@" "$SERVER_BIN" >>"$RUN/server.log" 2>&1 &
     SERVER_PID=$!
@@ -223,7 +224,7 @@ run_cluster() {
     [ "$CURRENT" != roll ] || duration=$ROLL_DURATION
     base=$(pick_base)
     CLUSTER_DIR=$RUN/cluster
-    log_cmd tools/localcluster up --replicas 3 --port "$base" --balancers 2 "${CLUSTER_DRAIN[@]}"
+    log_cmd env "LOCALCLUSTER_DIR=$CLUSTER_DIR" tools/localcluster up --replicas 3 --port "$base" --balancers 2 "${CLUSTER_DRAIN[@]}"
     LOCALCLUSTER_DIR=$CLUSTER_DIR tools/localcluster up --replicas 3 --port "$base" --balancers 2 \
         "${CLUSTER_DRAIN[@]}" >"$RUN/up.out" 2>&1 || { cat "$RUN/up.out" >&2; return 1; }
     put replicas 3
@@ -255,7 +256,7 @@ run_cluster() {
     for ((i = 0; i < 3; i++)); do put "conns_replica_$i" "$(health_conns "$((base + 20 + i))")"; done
     if [ "$CURRENT" = roll ]; then
         put roll_started_at "$(elapsed)"
-        log_cmd tools/localcluster roll --pause 2
+        log_cmd env "LOCALCLUSTER_DIR=$CLUSTER_DIR" tools/localcluster roll --pause 2
         LOCALCLUSTER_DIR=$CLUSTER_DIR tools/localcluster roll --pause 2 >"$RUN/roll.out" 2>&1 &
         ROLL_PID=$!
         local rc=0

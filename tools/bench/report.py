@@ -653,7 +653,8 @@ def render(results, machine, quick, figures, commands):
         f"{g('command')}",
         "```",
         "",
-        "What it ran (first run of each scenario; later runs differ only in ports and file names):",
+        f"What it ran (first run of each scenario; later runs differ only in ports and file names; `$OUT` is "
+        f"`{os.path.relpath(results)}`):",
         "",
     ]
     for scen in SCENARIOS:
