@@ -38,6 +38,9 @@ def read_measure(path):
             if len(parts) != 2:
                 continue
             key, value = parts
+            if key == "git_commit":  # a hex hash such as 6902994e83 parses as a float
+                out[key] = value
+                continue
             try:
                 out[key] = float(value)
             except ValueError:
