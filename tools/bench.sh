@@ -75,7 +75,8 @@ STAMP=$(date -u +%Y-%m-%d_%H%M%S)
 OUT=$ROOT/bench-results/$STAMP
 [ "$QUICK" = 1 ] && OUT=$OUT-quick
 mkdir -p "$OUT"
-COMMAND="tools/bench.sh --scenario $SCENARIO --runs $RUNS$([ "$QUICK" = 1 ] && echo ' --quick')"
+COMMAND="tools/bench.sh --scenario $SCENARIO --runs $RUNS"
+[ "$QUICK" = 0 ] || COMMAND+=" --quick"
 
 # ---------------------------------------------------------------------------
 # Helpers. Everything started here is recorded by PID and stopped by PID.
