@@ -149,6 +149,8 @@ struct StatusState {
     last_t: u64,
     last_received: u64,
     last_cpu: f64,
+    /// Latency of the deliveries since the last line (the line's p99).
+    latency: Histogram,
     terminal: bool,
     printed: bool,
 }
@@ -241,6 +243,7 @@ impl<'c> Driver<'c> {
                 last_t: 0,
                 last_received: 0,
                 last_cpu: 0.0,
+                latency: Histogram::new(),
                 terminal: io::stderr().is_terminal(),
                 printed: false,
             },
@@ -910,7 +913,9 @@ impl<'c> Driver<'c> {
         self.clients[c].track.observe(seq, &mut self.tally);
         self.rooms.observe(a.room, seq, self.clients[c].track.epoch);
         if let Some(m) = f.message.as_deref().and_then(|text| self.saw_marker(text)) {
-            self.latency.record(recv_us.saturating_sub(m.sent_us));
+            let latency = recv_us.saturating_sub(m.sent_us);
+            self.latency.record(latency);
+            self.status.latency.record(latency);
         }
     }
 
@@ -959,12 +964,13 @@ impl<'c> Driver<'c> {
             sent: self.counters.sent,
             received,
             rate: if dt > 0.0 { (received - self.status.last_received) as f64 / dt } else { 0.0 },
-            p99_ms: self.latency.percentile(99.0) as f64 / 1000.0,
+            p99_ms: self.status.latency.percentile(99.0) as f64 / 1000.0,
             cpu_percent: if dt > 0.0 { 100.0 * (cpu - self.status.last_cpu) / dt } else { 0.0 },
         };
         self.status.last_t = now;
         self.status.last_received = received;
         self.status.last_cpu = cpu;
+        self.status.latency.clear();
         let mut err = io::stderr().lock();
         let _ = if self.status.terminal {
             write!(err, "\r{}\x1b[K", status.line())

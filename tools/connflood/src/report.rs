@@ -586,7 +586,7 @@ pub struct Status {
     pub received: u64,
     /// Live chat frames per second over the last interval.
     pub rate: f64,
-    /// p99 latency so far, ms.
+    /// p99 latency of the deliveries over the last interval, ms.
     pub p99_ms: f64,
     /// connflood's CPU use over the last interval, % of a core.
     pub cpu_percent: f64,

@@ -40,6 +40,14 @@ impl Histogram {
         self.max = self.max.max(v);
     }
 
+    /// Forgets every value recorded.
+    pub fn clear(&mut self) {
+        self.counts.fill(0);
+        self.count = 0;
+        self.sum = 0;
+        self.max = 0;
+    }
+
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
         self.count
@@ -221,6 +229,10 @@ mod tests {
         assert_eq!((h.percentile(0.0), h.percentile(50.0), h.percentile(75.0), h.percentile(76.0)), (3, 3, 3, 7));
         h.record(u64::MAX);
         assert_eq!(h.max(), MAX_VALUE);
+        h.clear();
+        assert_eq!((h.count(), h.percentile(50.0), h.max(), h.mean()), (0, 0, 0, 0.0));
+        h.record(9);
+        assert_eq!((h.count(), h.percentile(99.0), h.max()), (1, 9, 9));
     }
 
     #[test]
