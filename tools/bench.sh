@@ -3,6 +3,7 @@
 # and connflood. Reports figures; asserts nothing about time.
 #
 #   tools/bench.sh [--scenario seed|idle|fanout|roll|all] [--runs N] [--quick]
+#                  [--no-profile]
 #   tools/bench.sh --report bench-results/<date>    (regenerate the doc only)
 #
 # Raw results go to bench-results/<date>/ (git-ignored): per run, connflood's
@@ -11,9 +12,12 @@
 # run.json, runs.csv and docs/benchmarks.md (median and range over the runs,
 # the targets, the machine, the commands).
 #
-# A full run (--scenario all --runs 3) takes 30-35 minutes and loads both
+# A full run (--scenario all --runs 3) takes 35-40 minutes and loads both
 # cores: run it on an otherwise idle machine. --quick uses tiny sizes (about
 # 3 minutes for everything) to check the scripts, and says so in the doc.
+# After the fan-out runs, when `perf` is installed, one more run at the first
+# rate is profiled (perf record on the server, 10 s of the steady phase) into
+# profile/; --no-profile skips it. That run's figures are not in the tables.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -23,14 +27,15 @@ DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}
 CLK_TCK=$(getconf CLK_TCK)
 PAGE_SIZE=$(getconf PAGESIZE)
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
-SCENARIO=all RUNS=3 QUICK=0 REPORT_ONLY=
+SCENARIO=all RUNS=3 QUICK=0 REPORT_ONLY='' PROFILE=1
 while [ $# -gt 0 ]; do
     case $1 in
     --scenario) SCENARIO=${2:?--scenario NAME}; shift 2 ;;
     --runs) RUNS=${2:?--runs N}; shift 2 ;;
     --quick) QUICK=1; shift ;;
+    --no-profile) PROFILE=0; shift ;;
     --report) REPORT_ONLY=${2:?--report DIR}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -58,12 +63,12 @@ if [ "$QUICK" = 1 ]; then
     SEED_CONNS=200 SEED_ROOMS=10 SEED_RAMP=3 SEED_DURATION=12 SEED_INTERVAL=1000 SEED_WARM=3 SEED_TAIL=2
     ROLL_DURATION=30 ROLL_AT=2 CLUSTER_DRAIN=(--drain-delay 1 --drain-window 2)
     IDLE_CONNS=600 IDLE_RAMP=3 IDLE_HOLD=6
-    FANOUT_CONNS=200 FANOUT_RATES=(20 40) FANOUT_RAMP=2 FANOUT_DURATION=8 FANOUT_SKIP=2
+    FANOUT_CONNS=200 FANOUT_RATES=(20 40) FANOUT_RAMP=2 FANOUT_DURATION=8 FANOUT_SKIP=2 PROFILE_SECS=3
 else
     SEED_CONNS=10000 SEED_ROOMS=100 SEED_RAMP=60 SEED_DURATION=120 SEED_INTERVAL=10000 SEED_WARM=10 SEED_TAIL=10
     ROLL_DURATION=120 ROLL_AT=20 CLUSTER_DRAIN=()
     IDLE_CONNS=19000 IDLE_RAMP=30 IDLE_HOLD=20
-    FANOUT_CONNS=2000 FANOUT_RATES=(100 200 400 800) FANOUT_RAMP=5 FANOUT_DURATION=25 FANOUT_SKIP=5
+    FANOUT_CONNS=2000 FANOUT_RATES=(100 200 400 800) FANOUT_RAMP=5 FANOUT_DURATION=25 FANOUT_SKIP=5 PROFILE_SECS=10
 fi
 SETTLE=5
 # Source addresses: a separate range for every connflood process of a run.
@@ -102,6 +107,13 @@ metric() {
 health_conns() {
     curl -s --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null | sed -n 's/.*"connections":\([0-9]*\).*/\1/p' || true
 }
+# Busy and total jiffies of the whole machine, all CPUs (/proc/stat: busy is
+# everything but idle and iowait; guest time is already in user).
+machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
+# busy_pct BUSY0 TOTAL0 BUSY1 TOTAL1 NCPU: machine CPU busy between two samples, % of one core.
+busy_pct() { awk -v b0="$1" -v t0="$2" -v b1="$3" -v t1="$4" -v n="$5" 'BEGIN { printf "%.0f", (t1 > t0 ? (b1 - b0) / (t1 - t0) * 100 * n : 0) }'; }
+# The connflood processes under the `timeout` wrappers of CF_PIDS.
+cf_procs() { local p; for p in "${CF_PIDS[@]}"; do pgrep -P "$p" || true; done; }
 tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg | tr ' ' /; }
 sum() { awk '{ s += $1 } END { printf "%d\n", s }'; }
@@ -249,11 +261,15 @@ run_cluster() {
     local warm=$SEED_WARM
     [ "$CURRENT" != roll ] || warm=$ROLL_AT
     sleep_until $((SEED_RAMP + warm))
-    local w0 d0 c0 g0
+    local w0 d0 c0 g0 mb0 mt0 s0 cf
+    mapfile -t cf < <(cf_procs)
+    local side=("$(cat "$CLUSTER_DIR/pids/redis.pid" 2>/dev/null)" "$(cat "$CLUSTER_DIR/pids/mongo.pid" 2>/dev/null)")
     w0=$EPOCHREALTIME
     d0=$(for ((i = 0; i < 3; i++)); do metric "$((base + 20 + i))" websocket_messages_delivered_total; done | sum)
     c0=$(ticks_of "${pids[@]}")
     g0=$(ticks_of "${hpids[@]}")
+    s0="$(cpu_ticks "${side[0]}") $(cpu_ticks "${side[1]}") $(ticks_of "${cf[@]}")"
+    read -r mb0 mt0 < <(machine_ticks)
     for ((i = 0; i < 3; i++)); do put "conns_replica_$i" "$(health_conns "$((base + 20 + i))")"; done
     if [ "$CURRENT" = roll ]; then
         put roll_started_at "$(elapsed)"
@@ -268,10 +284,18 @@ run_cluster() {
         put roll_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
     else
         sleep_until $((SEED_RAMP + duration - SEED_TAIL))
-        local d1 c1 g1
+        local d1 c1 g1 mb1 mt1 s1
         d1=$(for ((i = 0; i < 3; i++)); do metric "$((base + 20 + i))" websocket_messages_delivered_total; done | sum)
         c1=$(ticks_of "${pids[@]}")
         g1=$(ticks_of "${hpids[@]}")
+        s1="$(cpu_ticks "${side[0]}") $(cpu_ticks "${side[1]}") $(ticks_of "${cf[@]}")"
+        read -r mb1 mt1 < <(machine_ticks)
+        read -r -a s0 <<<"$s0"
+        read -r -a s1 <<<"$s1"
+        put window_cpu_ticks_redis "$((s1[0] - s0[0]))"
+        put window_cpu_ticks_mongo "$((s1[1] - s0[1]))"
+        put window_cpu_ticks_connflood "$((s1[2] - s0[2]))"
+        put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
         put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
         put window_delivered "$((d1 - d0))"
         put window_cpu_ticks_replicas "$((c1 - c0))"
@@ -377,7 +401,10 @@ run_fanout() {
             --ramp-up "$FANOUT_RAMP" --duration "$FANOUT_DURATION" --settle "$SETTLE" \
             --bind "$FANOUT_BIND" --status-every 10
         sleep_until $((FANOUT_RAMP + FANOUT_SKIP))
-        local w0 c0 d0 s0 c1 d1 s1
+        local w0 c0 d0 s0 c1 d1 s1 mb0 mt0 mb1 mt1 f0 f1 cf
+        mapfile -t cf < <(cf_procs)
+        f0=$(ticks_of "${cf[@]}")
+        read -r mb0 mt0 < <(machine_ticks)
         w0=$EPOCHREALTIME
         c0=$(cpu_ticks "$SERVER_PID")
         d0=$(metric "$port" websocket_messages_delivered_total)
@@ -386,6 +413,10 @@ run_fanout() {
         c1=$(cpu_ticks "$SERVER_PID")
         d1=$(metric "$port" websocket_messages_delivered_total)
         s1=$(metric "$port" websocket_write_syscalls_total)
+        f1=$(ticks_of "${cf[@]}")
+        read -r mb1 mt1 < <(machine_ticks)
+        put window_cpu_ticks_connflood "$((f1 - f0))"
+        put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
         put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
         put window_cpu_ticks "$((c1 - c0))"
         put window_delivered "$((${d1:-0} - ${d0:-0}))"
@@ -413,6 +444,46 @@ EOF
     RUN=$parent
     MEASURE=$parent/measure.txt
     put loadavg_after "$(loadavg)"
+}
+
+# ---------------------------------------------------------------------------
+# profile: one more fan-out run at the first rate, with perf on the server.
+
+run_profile() {
+    local base port senders=${FANOUT_RATES[0]} rc=0
+    if ! command -v perf >/dev/null; then
+        say "perf is not installed (Debian: linux-perf): no profile"
+        return 0
+    fi
+    RUN=$OUT/profile
+    mkdir -p "$RUN"
+    MEASURE=$RUN/measure.txt
+    : >"$MEASURE"
+    LOG_CMDS=1
+    CF_NAMES=()
+    put senders "$senders"
+    put profile_secs "$PROFILE_SECS"
+    base=$(pick_base)
+    port=$((base + 1))
+    start_server "$port"
+    T0=$EPOCHREALTIME
+    cf_start cf-a $((FANOUT_RAMP + FANOUT_DURATION + SETTLE + 60)) --url "ws://127.0.0.1:$port/ws" \
+        --connections "$FANOUT_CONNS" --rooms 1 --senders "$senders" --msg-interval 1000 \
+        --ramp-up "$FANOUT_RAMP" --duration "$FANOUT_DURATION" --settle "$SETTLE" \
+        --bind "$FANOUT_BIND" --status-every 10
+    sleep_until $((FANOUT_RAMP + FANOUT_SKIP))
+    log_cmd perf record -e cpu-clock -F 999 -g -p "<server pid>" -o "$RUN/perf.data" -- sleep "$PROFILE_SECS"
+    perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" -o "$RUN/perf.data" -- sleep "$PROFILE_SECS" \
+        >"$RUN/perf-record.out" 2>&1 || rc=$?
+    put perf_rc "$rc"
+    cf_wait
+    stop_server
+    [ "$rc" = 0 ] || { say "perf record failed (see $RUN/perf-record.out)"; return 0; }
+    # Self time by binary (kernel, server, libc), and inclusive time by symbol.
+    perf report -i "$RUN/perf.data" --no-children --sort dso --stdio -g none >"$RUN/dso.txt" 2>/dev/null || true
+    perf report -i "$RUN/perf.data" --children --sort symbol --stdio -g none --percent-limit 0.5 \
+        >"$RUN/symbols.txt" 2>/dev/null || true
+    say "profile: $(grep -m1 -E '^ +[0-9.]+%' "$RUN/dso.txt" | tr -s ' ')"
 }
 
 # ---------------------------------------------------------------------------
@@ -461,6 +532,10 @@ for CURRENT in "${SCENARIOS[@]}"; do
         fanout) run_fanout "$k" ;;
         esac
     done
+    if [ "$CURRENT" = fanout ] && [ "$PROFILE" = 1 ]; then
+        CURRENT=profile
+        run_profile
+    fi
 done
 
 python3 tools/bench/report.py "$OUT" "$DOC"

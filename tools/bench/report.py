@@ -17,6 +17,7 @@ import csv
 import glob
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -105,6 +106,30 @@ def connflood_figures(reports, measure):
     return fig
 
 
+STATUS_RE = re.compile(
+    r"^\[\s*([0-9.]+)s (\w+)\s*\] conn \d+/\d+ active (\d+) .*\((\d+) msg/s\) p99 ([0-9.]+) ms"
+)
+
+
+def status_lines(run_dir):
+    """connflood's progress lines of a run, summed over its processes: per
+    line time, phase, active connections, msg/s received, worst p99 (the
+    p99 is of the interval since the previous line)."""
+    per_t = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "cf-*.out"))):
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = STATUS_RE.match(line)
+                if not m:
+                    continue
+                t = round(float(m.group(1)))
+                cur = per_t.setdefault(t, {"t": t, "phase": m.group(2), "active": 0, "rate": 0, "p99_ms": 0.0})
+                cur["active"] += int(m.group(3))
+                cur["rate"] += int(m.group(4))
+                cur["p99_ms"] = max(cur["p99_ms"], float(m.group(5)))
+    return [per_t[t] for t in sorted(per_t)]
+
+
 def cpu_pct(ticks, secs, hz):
     return None if not secs else 100.0 * ticks / hz / secs
 
@@ -122,6 +147,11 @@ def cluster_run(run_dir, scenario):
         fig["deliveries_per_s"] = m["window_delivered"] / window
         fig["server_cpu_pct_steady"] = cpu_pct(m.get("window_cpu_ticks_replicas", 0), window, hz)
         fig["haproxy_cpu_pct_steady"] = cpu_pct(m.get("window_cpu_ticks_haproxy", 0), window, hz)
+        for key, name in (("redis", "redis"), ("mongo", "mongo"), ("connflood", "connflood")):
+            if f"window_cpu_ticks_{name}" in m:
+                fig[f"{key}_cpu_pct_steady"] = cpu_pct(m[f"window_cpu_ticks_{name}"], window, hz)
+        fig["machine_busy_pct_steady"] = m.get("window_machine_busy_pct")
+    fig["status_lines"] = status_lines(run_dir)
     if "run_cpu_ticks_replicas" in m:
         fig["server_cpu_s"] = m["run_cpu_ticks_replicas"] / hz
     if "run_cpu_ticks_haproxy" in m:
@@ -188,6 +218,9 @@ def fanout_run(run_dir):
         fig["cpu_s_per_million"] = cpu_s / (delivered / 1e6) if delivered else None
         fig["deliveries_per_write"] = delivered / writes if writes else None
         fig["server_cpu_pct"] = cpu_pct(m.get("window_cpu_ticks", 0), window, hz)
+        if "window_cpu_ticks_connflood" in m:
+            fig["connflood_cpu_pct_steady"] = cpu_pct(m["window_cpu_ticks_connflood"], window, hz)
+        fig["machine_busy_pct_steady"] = m.get("window_machine_busy_pct")
         fig["complete"] = fig["passed"] and fig["lost"] == 0 and fig["delivered"] == fig["expected"]
         fig["load_before"] = m.get("loadavg_before")
         rates.append(fig)
@@ -306,6 +339,10 @@ def cluster_section(name, runs, quick):
             row("server CPU s, 3 replicas, whole run", runs, "server_cpu_s", 1),
             row("server CPU, % of a core, steady (3 replicas)", runs, "server_cpu_pct_steady", 0),
             row("HAProxy CPU, % of a core, steady (2 processes)", runs, "haproxy_cpu_pct_steady", 0),
+            row("redis-server CPU, % of a core, steady", runs, "redis_cpu_pct_steady", 0),
+            row("nx-27017 CPU, % of a core, steady", runs, "mongo_cpu_pct_steady", 0),
+            row("connflood CPU, % of a core, steady (2 processes)", runs, "connflood_cpu_pct_steady", 0),
+            row("whole machine busy, % of a core, steady (all cores: 100 × nproc)", runs, "machine_busy_pct_steady", 0),
             row("peak RSS of the largest replica, MiB", runs, "peak_rss_mib", 1),
         ]
     rows.append(row("connflood CPU, % of a core (both processes, whole run)", runs, "connflood_cpu_pct", 0))
@@ -322,6 +359,56 @@ def cluster_section(name, runs, quick):
     if fails:
         text.append("connflood's failure reasons:")
         text += [f"- run {i}: {f}" for i, f in fails[:20]]
+        text.append("")
+    return "\n".join(text)
+
+
+def seed_latency_section(runs, machine):
+    """Where the seed scenario's latency comes from: how busy the machine
+    was, who used the CPU, and how p99 followed the load during the ramp."""
+    busy = [r.get("machine_busy_pct_steady") for r in runs if r.get("machine_busy_pct_steady") is not None]
+    if not busy:
+        return ""
+    cores = 100 * int(machine.get("nproc", 1))
+    med = lambda k: statistics.median([r[k] for r in runs if r.get(k) is not None] or [0])  # noqa: E731
+    split = [("the 3 replicas", "server_cpu_pct_steady"), ("the 2 HAProxy processes", "haproxy_cpu_pct_steady"),
+             ("the 2 connflood processes", "connflood_cpu_pct_steady"), ("nx-27017", "mongo_cpu_pct_steady"),
+             ("redis-server", "redis_cpu_pct_steady")]
+    parts = ", ".join(f"{name} {med(k):.0f} %" for name, k in split)
+    accounted = sum(med(k) for _, k in split)
+    b = statistics.median(busy)
+    text = [
+        "### What the seed latency is made of",
+        "",
+        f"In the steady window the whole machine was {b:.0f} % busy out of {cores} % (median of the runs): "
+        f"{parts} of a core; the other {max(b - accounted, 0):.0f} % is kernel work not charged to any of them "
+        "(softirqs run outside a process's context, other processes).",
+        "",
+    ]
+    if b >= 0.9 * cores:
+        text += [
+            "**The cores are saturated, so latency here is mostly time spent waiting to run**, at every hop: client → "
+            "HAProxy → replica → Redis → every replica → HAProxy → client. Each delivery crosses a proxy process, "
+            "which costs about as much CPU as the replica's own send (HAProxy's share above); a Kubernetes Service "
+            "forwards in the kernel (kube-proxy's iptables or IPVS rules) and adds no such process. The same 10,000 "
+            "connections on one server process without a proxy reach p99 8.2 ms on this machine "
+            "(docs/connflood.md).",
+            "",
+        ]
+    by_p99 = sorted((r for r in runs if r.get("status_lines")), key=lambda r: r.get("latency_p99_ms") or 0)
+    r = by_p99[len(by_p99) // 2] if by_p99 else None
+    rows = [x for x in r["status_lines"] if x["phase"] == "ramp" or (x["phase"] == "run" and x["t"] % 30 == 0)] if r else []
+    if rows:
+        text += [
+            f"How latency followed the load in run {r['run']} (connflood's progress lines, both processes: "
+            "connections joined, live deliveries per second received, p99 of the deliveries in the interval since "
+            "the previous line, worse process):",
+            "",
+            "| s | phase | connections | deliveries/s | p99 ms |",
+            "| ---: | --- | ---: | ---: | ---: |",
+        ]
+        text += [f"| {x['t']} | {x['phase']} | {fmt(x['active'], 0)} | {fmt(x['rate'], 0)} | {fmt(x['p99_ms'], 2)} |"
+                 for x in rows]
         text.append("")
     return "\n".join(text)
 
@@ -348,8 +435,8 @@ def fanout_section(runs, quick):
         for x in r["rates"]:
             by_rate.setdefault(x["senders"], []).append(x)
     lines = [
-        "| msg/s sent | deliveries/s | CPU s per million deliveries | deliveries per write | server CPU, % of a core | p50 ms | p99 ms | max ms | complete delivery | runs |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| msg/s sent | deliveries/s | CPU s per million deliveries | deliveries per write | server CPU, % of a core | connflood CPU, % of a core | machine busy, % of a core | p50 ms | p99 ms | max ms | complete delivery | runs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for senders in sorted(by_rate):
         xs = by_rate[senders]
@@ -361,7 +448,8 @@ def fanout_section(runs, quick):
         complete = sum(1 for x in xs if x["complete"])
         lines.append(
             f"| {fmt(xs[0]['msg_per_s'], 0)} | {cell('deliveries_per_s', 0)} | {cell('cpu_s_per_million', 2)} | "
-            f"{cell('deliveries_per_write', 2)} | {cell('server_cpu_pct', 0)} | {cell('latency_p50_ms', 2)} | "
+            f"{cell('deliveries_per_write', 2)} | {cell('server_cpu_pct', 0)} | {cell('connflood_cpu_pct_steady', 0)} | "
+            f"{cell('machine_busy_pct_steady', 0)} | {cell('latency_p50_ms', 2)} | "
             f"{cell('latency_p99_ms', 2)} | {cell('latency_max_ms', 1)} | {complete} of {len(xs)} runs | {len(xs)} |"
         )
     text = ["Cells: median (min – max) over the runs that reached that rate.", "", "\n".join(lines), ""]
@@ -465,6 +553,96 @@ def main():
             f.write(doc)
 
 
+PROFILE_GROUPS = [
+    # (label, symbols whose inclusive shares add up, indent)
+    ("`send`/`sendmsg` system calls, everything under them", ["__x64_sys_sendto", "__x64_sys_sendmsg"], 0),
+    ("of which the loopback receive path (softirq `net_rx_action`: the receiver's TCP work, charged to the sender on loopback)", ["net_rx_action"], 1),
+    ("of which, inside that, waking the reader (`sock_def_readable`)", ["sock_def_readable"], 2),
+    ("`recv` system calls (reading client frames)", ["__x64_sys_recvfrom"], 0),
+    ("`epoll_wait`", ["__x64_sys_epoll_wait"], 0),
+]
+SYMBOL_RE = re.compile(r"^\s*([0-9.]+)%\s+([0-9.]+)%\s+\[([k.])\]\s+(\S.*?)\s+-\s+-\s*$")
+DSO_RE = re.compile(r"^\s*([0-9.]+)%\s+(\S.*?)\s*$")
+
+
+def read_profile(results):
+    d = os.path.join(results, "profile")
+    if not os.path.exists(os.path.join(d, "symbols.txt")):
+        return None
+    dsos, symbols = [], {}
+    with open(os.path.join(d, "dso.txt"), errors="replace") as f:
+        for line in f:
+            m = DSO_RE.match(line)
+            if m and not line.lstrip().startswith("#"):
+                dsos.append((m.group(2), float(m.group(1))))
+    with open(os.path.join(d, "symbols.txt"), errors="replace") as f:
+        for line in f:
+            m = SYMBOL_RE.match(line)
+            if m:
+                symbols.setdefault(m.group(4), (float(m.group(1)), float(m.group(2)), m.group(3)))
+    m = read_measure(os.path.join(d, "measure.txt"))
+    return {"dsos": dsos, "symbols": symbols, "senders": m.get("senders"), "secs": m.get("profile_secs"),
+            "connflood": read_connflood(d).get("cf-a")}
+
+
+def profile_section(results, machine):
+    prof = read_profile(results)
+    head = ["## Profile: where the fan-out CPU goes", ""]
+    follows = [
+        "What follows from it:",
+        "",
+        "- CPU per delivery is set by the number of `send`/`sendmsg` calls and the kernel's per-segment cost, not by "
+        "the server's own code. At 100 msg/s each connection gets one frame per loop iteration most of the time, so "
+        "there is about one send per delivery (`deliveries per write` near 1). At higher rates frames coalesce into "
+        "vectored writes and the CPU per delivery falls; the fan-out table shows by how much.",
+        "- On loopback the receiver's TCP work is charged to the sender: the server's figure includes work that on a "
+        "real network would be done by the NIC and the client machines. So the figures overstate what a pod on a real "
+        "network spends per delivery; by how much cannot be measured on this machine.",
+        "",
+    ]
+    if not prof:
+        return head + [
+            "No profile in these results (`perf` missing, or `--no-profile`). A profile taken by hand before "
+            "`tools/bench.sh` existed (one room of 2,000, 100 msg/s, `perf record -e cpu-clock -g -p PID`, 15 s) "
+            "put about 95 % of the server's CPU time in the kernel's send path and about 4 % in user space.",
+            "",
+        ] + follows
+    sym = prof["symbols"]
+    rate = prof["senders"]
+    conns = machine.get("fanout_connections")
+    lines = head + [
+        f"After the fan-out runs, one more run at {fmt(rate, 0)} msg/s into one room of {fmt(conns, 0)} "
+        f"(its figures are not in the tables) with `perf record -e cpu-clock -F 999 -g` on the server for "
+        f"{fmt(prof['secs'], 0)} s of the steady phase. Files: `{os.path.relpath(results)}/profile/`.",
+        "",
+        "Self time by binary:",
+        "",
+        "| binary | share of the server's CPU samples |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| `{name}` | {pct:.1f} % |" for name, pct in prof["dsos"][:6]]
+    lines += ["", "Inclusive time (the function and everything it calls) of the kernel paths that matter:", "",
+              "| path | share of the server's CPU samples |", "| --- | ---: |"]
+    for label, names, indent in PROFILE_GROUPS:
+        found = [sym[n][0] for n in names if n in sym]
+        if found:
+            lines.append(f"| {'&nbsp;&nbsp;&nbsp;&nbsp;' * indent}{label} | {sum(found):.1f} % |")
+    user = [(n, v[1]) for n, v in sym.items() if v[2] == "." and v[1] > 0]
+    user.sort(key=lambda x: -x[1])
+    if user:
+        lines += ["", "Largest user-space self times: " + ", ".join(f"`{n}` {v:.1f} %" for n, v in user[:4]) + "."]
+    lines += [""] + follows
+    lines += [
+        "To look further (Debian's `linux-perf`):",
+        "",
+        "```sh",
+        f"perf report -i {os.path.relpath(results)}/profile/perf.data --children --sort symbol",
+        "```",
+        "",
+    ]
+    return lines
+
+
 def render(results, machine, quick, figures, commands):
     g = lambda k: machine.get(k, "?")  # noqa: E731
     runs_n = {s: f"{len(r)} run{'s' if len(r) != 1 else ''}" for s, r in figures.items()}
@@ -546,7 +724,8 @@ def render(results, machine, quick, figures, commands):
                 "before sending stops; deliveries are the replicas' `websocket_messages_delivered_total`, CPU is utime + "
                 "stime from `/proc/PID/stat`, peak RSS is `VmHWM`.", "",
                 "Targets (issue 4): zero errors, zero loss.", "",
-                cluster_section("seed", figures["seed"], quick)]
+                cluster_section("seed", figures["seed"], quick),
+                seed_latency_section(figures["seed"], machine)]
     if "idle" in figures:
         out += ["## 2. Idle capacity and memory per connection", "",
                 f"One server process (release, `WORKERS=2`, single node, `MAX_CONNECTIONS=19500`), "
@@ -585,34 +764,8 @@ def render(results, machine, quick, figures, commands):
                 "Targets (issue 4): reconnects happen, errors and lost messages stay at zero.", "",
                 cluster_section("roll", figures["roll"], quick)]
 
+    out += profile_section(results, machine)
     out += [
-        "## Profile: where the fan-out CPU goes",
-        "",
-        "A `perf` profile of the server during the fan-out scenario (one room of 2,000, 100 msg/s; "
-        "`perf record -e cpu-clock -g -p PID` for 15 s in the steady phase; measured by hand before this "
-        "script existed) showed about 95 % of the server's CPU time in the kernel's send path: the TCP "
-        "transmit path about 70 %, and the loopback receive path (softirq, run in the sender's context on "
-        "loopback) most of the rest. User space (framing, queueing, the event loop) was about 4 %.",
-        "",
-        "What follows from it:",
-        "",
-        "- CPU per delivery is set by the number of `send`/`sendmsg` calls and the kernel's per-segment cost, not by "
-        "the server's own code. At 100 msg/s each connection gets one frame per loop iteration most of the time, so "
-        "there is about one send per delivery (`deliveries per write` near 1). At higher rates frames coalesce into "
-        "vectored writes and the CPU per delivery falls; the table above shows by how much.",
-        "- On loopback the receiver's TCP work is charged to the sender: the server's figure includes work that on a "
-        "real network would be done by the NIC and the client machines. So the figures overstate what a pod on a real "
-        "network spends per delivery; by how much cannot be measured on this machine.",
-        "",
-        "To reproduce (Debian's `linux-perf`):",
-        "",
-        "```sh",
-        "tools/bench.sh --scenario fanout --runs 1 &      # or start a server and connflood by hand",
-        "pid=$(pgrep -n -f 'target/release/websocket-server')",
-        "perf record -e cpu-clock -g -p \"$pid\" -- sleep 15",
-        "perf report --no-children --sort dso,symbol | head -60",
-        "```",
-        "",
         "## Method",
         "",
         "- **Benchmarks report; they do not assert.** Zero errors, zero loss and complete delivery are targets; "
@@ -660,7 +813,7 @@ def render(results, machine, quick, figures, commands):
         f"`{os.path.relpath(results)}`):",
         "",
     ]
-    for scen in SCENARIOS:
+    for scen in SCENARIOS + ["profile"]:
         if scen in commands:
             out += [f"{scen}:", "", "```sh"] + commands[scen] + ["```", ""]
     return "\n".join(out).rstrip("\n") + "\n"
