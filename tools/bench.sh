@@ -379,6 +379,17 @@ run_idle() {
 # ---------------------------------------------------------------------------
 # fanout: one room, rising rate, fresh server per rate.
 
+# fanout_load PORT SENDERS: one room of FANOUT_CONNS connections, SENDERS of them
+# sending once a second, against the server on PORT; returns once the ramp and
+# FANOUT_SKIP have passed (the start of the steady window).
+fanout_load() {
+    cf_start cf-a $((FANOUT_RAMP + FANOUT_DURATION + SETTLE + 60)) --url "ws://127.0.0.1:$1/ws" \
+        --connections "$FANOUT_CONNS" --rooms 1 --senders "$2" --msg-interval 1000 \
+        --ramp-up "$FANOUT_RAMP" --duration "$FANOUT_DURATION" --settle "$SETTLE" \
+        --bind "$FANOUT_BIND" --status-every 10
+    sleep_until $((FANOUT_RAMP + FANOUT_SKIP))
+}
+
 run_fanout() {
     local k=$1 senders base port parent
     new_run "$k"
@@ -396,11 +407,7 @@ run_fanout() {
         port=$((base + 1))
         start_server "$port"
         T0=$EPOCHREALTIME
-        cf_start cf-a $((FANOUT_RAMP + FANOUT_DURATION + SETTLE + 60)) --url "ws://127.0.0.1:$port/ws" \
-            --connections "$FANOUT_CONNS" --rooms 1 --senders "$senders" --msg-interval 1000 \
-            --ramp-up "$FANOUT_RAMP" --duration "$FANOUT_DURATION" --settle "$SETTLE" \
-            --bind "$FANOUT_BIND" --status-every 10
-        sleep_until $((FANOUT_RAMP + FANOUT_SKIP))
+        fanout_load "$port" "$senders"
         local w0 c0 d0 s0 c1 d1 s1 mb0 mt0 mb1 mt1 f0 f1 cf
         mapfile -t cf < <(cf_procs)
         f0=$(ticks_of "${cf[@]}")
@@ -467,11 +474,7 @@ run_profile() {
     port=$((base + 1))
     start_server "$port"
     T0=$EPOCHREALTIME
-    cf_start cf-a $((FANOUT_RAMP + FANOUT_DURATION + SETTLE + 60)) --url "ws://127.0.0.1:$port/ws" \
-        --connections "$FANOUT_CONNS" --rooms 1 --senders "$senders" --msg-interval 1000 \
-        --ramp-up "$FANOUT_RAMP" --duration "$FANOUT_DURATION" --settle "$SETTLE" \
-        --bind "$FANOUT_BIND" --status-every 10
-    sleep_until $((FANOUT_RAMP + FANOUT_SKIP))
+    fanout_load "$port" "$senders"
     log_cmd perf record -e cpu-clock -F 999 -g -p "<server pid>" -o "$RUN/perf.data" -- sleep "$PROFILE_SECS"
     perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" -o "$RUN/perf.data" -- sleep "$PROFILE_SECS" \
         >"$RUN/perf-record.out" 2>&1 || rc=$?

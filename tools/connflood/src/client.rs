@@ -175,15 +175,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, Command};
-
-    fn cfg(args: &[&str]) -> Config {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        match parse(&args, |_| None).unwrap() {
-            Command::Run(c) => *c,
-            Command::Help => unreachable!(),
-        }
-    }
+    use crate::config::from_args as cfg;
 
     #[test]
     fn backoff_doubles_caps_and_jitters() {

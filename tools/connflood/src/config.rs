@@ -395,6 +395,17 @@ of sockets); give each its own --bind range."#
         .to_string()
 }
 
+/// A configuration from command-line arguments only (no environment), for
+/// the unit tests of the modules that take a [`Config`].
+#[cfg(test)]
+pub fn from_args(args: &[&str]) -> Config {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    match parse(&args, |_| None) {
+        Ok(Command::Run(c)) => *c,
+        other => panic!("{args:?} is not a run configuration: {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

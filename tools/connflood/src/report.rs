@@ -616,15 +616,7 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, Command};
-
-    fn cfg(args: &[&str]) -> Config {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        match parse(&args, |_| None).unwrap() {
-            Command::Run(c) => *c,
-            Command::Help => unreachable!(),
-        }
-    }
+    use crate::config::from_args as cfg;
 
     fn clean(n: u64) -> Outcome {
         let mut o = Outcome { connected: n, active_at_end: n, ..Default::default() };
