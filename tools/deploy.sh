@@ -238,8 +238,19 @@ apply() {
 
 # A Job's pod template is immutable: if the init Job changed since it last
 # ran, delete and re-create it. It is idempotent, so re-running is safe.
+# A Job that failed stays failed (re-applying it unchanged does nothing), so
+# a failed one is deleted first and the apply creates it afresh; a completed
+# one is left alone.
 apply_init_job() {
-    local out
+    local out failed
+    if ! failed="$(kn get job mongodb-init --ignore-not-found \
+        -o go-template='{{range .status.conditions}}{{if and (eq .type "Failed") (eq .status "True")}}yes{{end}}{{end}}')"; then
+        die "cannot read the MongoDB init Job (is the cluster running?)"
+    fi
+    if [[ "$failed" == yes ]]; then
+        log "the MongoDB init Job failed on an earlier run: deleting it so that it runs again"
+        kn delete job mongodb-init --wait=true --timeout=120s
+    fi
     if ! out="$(kc apply -f "$K8S/14-mongodb-init-job.yaml" 2>&1)"; then
         if grep -q 'field is immutable' <<<"$out"; then
             log "the MongoDB init Job changed: re-creating it"
@@ -258,7 +269,8 @@ wait_for_job() {
     local name="$1" deadline=$((SECONDS + JOB_TIMEOUT_SECS)) conditions
     log "waiting for Job $name (at most ${JOB_TIMEOUT_SECS}s)"
     while ((SECONDS < deadline)); do
-        conditions=" $(kn get job "$name" -o go-template='{{range .status.conditions}}{{if eq .status "True"}}{{.type}} {{end}}{{end}}') "
+        # A failed read (an API hiccup) counts as "not yet": poll again.
+        conditions=" $(kn get job "$name" -o go-template='{{range .status.conditions}}{{if eq .status "True"}}{{.type}} {{end}}{{end}}' 2>/dev/null || true) "
         case "$conditions" in
             *" Complete "*)
                 log "Job $name completed"
