@@ -246,7 +246,7 @@ impl Config {
             max_connections: at_least(1, "MAX_CONNECTIONS", parse(&get, "MAX_CONNECTIONS", max_conn_default)?)?,
             max_message_bytes: at_least(125, "MAX_MESSAGE_BYTES", parse(&get, "MAX_MESSAGE_BYTES", 65_536)?)?,
             max_chat_bytes: at_least(1, "MAX_CHAT_BYTES", parse(&get, "MAX_CHAT_BYTES", 4096)?)?,
-            max_outbound_bytes: at_least(4096, "MAX_OUTBOUND_BYTES", parse(&get, "MAX_OUTBOUND_BYTES", 1 << 20)?)?,
+            max_outbound_bytes: at_least(65_536, "MAX_OUTBOUND_BYTES", parse(&get, "MAX_OUTBOUND_BYTES", 1 << 20)?)?,
             max_request_bytes: at_least(512, "MAX_REQUEST_BYTES", parse(&get, "MAX_REQUEST_BYTES", 8192)?)?,
             handshake_timeout: secs(at_least(1, "HANDSHAKE_TIMEOUT_SECS", parse(&get, "HANDSHAKE_TIMEOUT_SECS", 10)?)?),
             ping_interval: secs(at_least(1, "PING_INTERVAL", parse(&get, "PING_INTERVAL", 30)?)?),
@@ -276,6 +276,18 @@ impl Config {
         if config.max_chat_bytes > config.max_message_bytes {
             return Err(invalid("MAX_CHAT_BYTES", "must not exceed MAX_MESSAGE_BYTES"));
         }
+        // A chat frame is at most ~6 × MAX_CHAT_BYTES (JSON escapes a control
+        // character as \u00XX) plus its other fields; a client must be able to
+        // hold two of them, or one broadcast would close every member.
+        if config.max_outbound_bytes < 2 * (6 * config.max_chat_bytes + 1024) {
+            return Err(invalid(
+                "MAX_OUTBOUND_BYTES",
+                &format!(
+                    "must hold two of the largest chat frames: at least {}",
+                    2 * (6 * config.max_chat_bytes + 1024)
+                ),
+            ));
+        }
         if config.pod_name.len() > 253 || config.pod_name.chars().any(|c| c.is_control()) {
             return Err(invalid("POD_NAME", "must be at most 253 printable characters"));
         }
@@ -286,8 +298,9 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "pod={} listen={}:{} workers={} max_connections={} max_message_bytes={} max_chat_bytes={} \
-             max_outbound_bytes={} ping_interval={}s rate={}/s burst={} history_on_join={} history_ring={} \
-             echo_route={} origins={} drain_delay={}s drain_window={}s redis={} mongo={} mongo_queue_max={}",
+             max_outbound_bytes={} max_request_bytes={} handshake_timeout={}s ping_interval={}s rate={}/s burst={} \
+             history_on_join={} history_ring={} history_max_bytes={} echo_route={} origins={} drain_delay={}s \
+             drain_window={}s redis={} mongo={} mongo_queue_max={} log_level={}",
             self.pod_name,
             self.bind_addr,
             self.port,
@@ -296,11 +309,14 @@ impl Config {
             self.max_message_bytes,
             self.max_chat_bytes,
             self.max_outbound_bytes,
+            self.max_request_bytes,
+            self.handshake_timeout.as_secs(),
             self.ping_interval.as_secs(),
             self.rate_limit,
             self.rate_burst,
             self.history_on_join,
             self.history_ring,
+            self.history_max_bytes,
             self.echo_route,
             if self.allowed_origins.is_empty() { "any".to_string() } else { self.allowed_origins.join(",") },
             self.drain_delay.as_secs(),
@@ -308,6 +324,7 @@ impl Config {
             self.redis_url.as_deref().map_or("off".to_string(), mask_password),
             self.mongo_uri.as_deref().map_or("off".to_string(), mask_password),
             self.mongo_queue_max,
+            self.log_level,
         )
     }
 }
@@ -430,12 +447,18 @@ mod tests {
     }
 
     #[test]
-    fn readme_documents_every_variable_with_its_default() {
+    fn readme_table_is_what_help_prints() {
+        // Backticks aside (the README marks up names), each row says what
+        // `--help` says: name, default and meaning.
         let readme = include_str!("../../README.md");
+        let plain = |s: &str| s.replace('`', "");
         for var in ENV_VARS {
             let default = if var.default.is_empty() { "unset" } else { var.default };
-            let row = format!("| `{}` | {} |", var.name, default);
-            assert!(readme.contains(&row), "README's configuration table lacks {row}");
+            let prefix = format!("| `{}` | {} | ", var.name, default);
+            let row = readme.lines().find(|l| l.starts_with(&prefix));
+            let Some(row) = row else { panic!("README's configuration table lacks a row starting {prefix}") };
+            let meaning = row[prefix.len()..].trim_end_matches(" |");
+            assert_eq!(plain(meaning), plain(var.help), "README's meaning of {} differs from --help", var.name);
         }
     }
 

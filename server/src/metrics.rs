@@ -62,12 +62,13 @@ pub const CLOSE_REASONS: [&str; 13] = [
 pub const STATUSES: [u16; 11] = [101, 200, 400, 403, 404, 405, 408, 426, 431, 500, 503];
 
 /// Error-frame codes counted in `websocket_messages_rejected_total`.
-pub const REJECT_CODES: [&str; 8] = [
+pub const REJECT_CODES: [&str; 9] = [
     "bad_json",
     "unknown_type",
     "bad_message",
     "too_long",
     "bad_username",
+    "bad_client_id",
     "rate_limited",
     "unavailable",
     "unsupported",
@@ -164,6 +165,8 @@ impl WorkerMetrics {
 pub struct BackendMetrics {
     /// Messages sequenced and handed to the workers.
     pub fanned_out: AtomicU64,
+    /// Resends not published again: their `clientId` was already sequenced.
+    pub deduplicated: AtomicU64,
     /// 1 while the publisher's Redis connection is up (replica mode).
     pub redis_publisher_up: AtomicI64,
     /// 1 while the Redis subscription is up (replica mode).
@@ -417,6 +420,12 @@ impl Metrics {
             "counter",
             "Messages sequenced and handed to workers.",
             &one(b.fanned_out.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_messages_deduplicated_total",
+            "counter",
+            "Resent messages not published again (their clientId was already sequenced).",
+            &one(b.deduplicated.load(Relaxed) as f64),
         );
         metric(
             "websocket_history_rooms",

@@ -15,6 +15,13 @@
 //!    subscription stops, the MongoDB writer flushes (at most
 //!    `MONGO_FLUSH`), and the process exits 0;
 //! 4. a second signal at any point exits at once (status 1).
+//!
+//! The whole sequence is bounded, whatever Redis and MongoDB do: the
+//! process exits by DRAIN_DELAY_SECS + DRAIN_WINDOW_SECS + `CLOSE_GRACE` +
+//! the publisher's `HOLD` + `MONGO_FLUSH` after the first signal (the
+//! budget the Kubernetes manifest is checked against, by
+//! tools/k8s-checks/contract_test.py). A thread still running at its
+//! deadline is left behind, and the exit says which.
 
 use std::io;
 use std::net::SocketAddr;
@@ -44,6 +51,7 @@ const STATS_INTERVAL: Duration = Duration::from_secs(10);
 const CLOSE_GRACE: Duration = Duration::from_secs(8);
 /// Longest the MongoDB writer may take to flush its queue at exit.
 const MONGO_FLUSH: Duration = Duration::from_secs(4);
+
 /// History loads that may wait before joins stop waiting for them.
 const LOADER_QUEUE_MAX: usize = 65_536;
 
@@ -187,6 +195,7 @@ impl Server {
             inbox.send(ToWorker::Drain);
         }
         let deadline = Instant::now() + self.state.config.drain_window + CLOSE_GRACE;
+        let exit_by = deadline + publisher::HOLD + MONGO_FLUSH;
         let mut running = self.workers.len();
         while running > 0 {
             select! {
@@ -199,21 +208,29 @@ impl Server {
                 }
             }
         }
+        let mut left_behind = Vec::new();
         for w in self.workers.drain(..) {
-            let _ = w.join();
+            join_by(w, deadline, &mut left_behind);
         }
         let _ = self.state.publish.send(HubCommand::Stop);
         if let Some(sequencer) = self.sequencer.take() {
-            let _ = sequencer.join();
+            join_by(sequencer, exit_by, &mut left_behind);
         }
         if let Some((subscriber, stop)) = self.subscriber.take() {
             stop.store(true, std::sync::atomic::Ordering::Release);
-            let _ = subscriber.join();
+            join_by(subscriber, exit_by, &mut left_behind);
         }
         if let Some((writer, deadline)) = self.writer.take() {
             // The sequencer held the last StoreSender: the writer now drains and exits.
-            let _ = deadline.set(Instant::now() + MONGO_FLUSH);
-            let _ = writer.join();
+            let _ = deadline.set((Instant::now() + MONGO_FLUSH).min(exit_by));
+            join_by(writer, exit_by, &mut left_behind);
+        }
+        if !left_behind.is_empty() {
+            log::error!(
+                "shutdown reached its deadline ({:.0}s after the signal) with {} still running; exiting without them",
+                exit_by.saturating_duration_since(started).as_secs_f64(),
+                left_behind.join(", ")
+            );
         }
         let drained = self.state.metrics.closes(CloseReason::Drain);
         log::info!(
@@ -222,6 +239,19 @@ impl Server {
         );
         0
     }
+}
+
+/// Joins `thread` if it finishes by `deadline`; otherwise adds its name to
+/// `left_behind` (the process exits without it).
+fn join_by(thread: JoinHandle<()>, deadline: Instant, left_behind: &mut Vec<String>) {
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            left_behind.push(thread.thread().name().unwrap_or("a thread").to_string());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = thread.join();
 }
 
 fn second_signal() -> i32 {

@@ -9,10 +9,12 @@
 //   drawn once per animation frame, so a busy room cannot freeze the page.
 // - The page sends one message at a time and waits for the server's answer
 //   (its own message coming back, or an error frame) before the next, so
-//   every answer belongs to exactly one message. A message still waiting when
-//   the connection drops is looked for in the history of the next welcome:
-//   found, it was delivered; not found (and history complete), it is sent
-//   again; history incomplete, it is shown as unconfirmed with Retry/Discard.
+//   every answer belongs to exactly one message. Each message carries a
+//   random clientId, kept across resends, and the server publishes a
+//   clientId once per room: a message still waiting when the connection
+//   drops is looked for in the history of the next welcome (found: it was
+//   delivered) and otherwise simply sent again, which can never show it
+//   twice, even if the first copy was still on its way.
 'use strict';
 
 (() => {
@@ -158,7 +160,6 @@
     outbox: [],
     /** The outbox entry sent and not yet answered (at most one). */
     inflight: null,
-    nextLocalId: 1,
     pod: null,
   };
 
@@ -329,9 +330,7 @@
 
     const lastSeq = Number.isSafeInteger(msg.lastSeq) ? msg.lastSeq : null;
     const history = Array.isArray(msg.history) ? msg.history : [];
-    let complete = true;
     if (chat.since !== null && msg.recovered === false) {
-      complete = false;
       if (lastSeq !== null && chat.since > lastSeq) {
         // The room's numbering started again (a server without storage
         // restarted): what was shown stays, numbering restarts from here.
@@ -345,16 +344,13 @@
     if (lastSeq !== null && (chat.lastSeq === null || lastSeq > chat.lastSeq)) chat.lastSeq = lastSeq;
 
     // A message sent on the previous connection and not answered: the
-    // history above would have shown it (and onChat acknowledged it).
+    // history above would have shown it (and onChat acknowledged it). If not,
+    // it is sent again with the same clientId: should the first copy still
+    // be on its way, the server drops the second, and the first arrives live.
     const o = chat.inflight;
     if (o) {
       chat.inflight = null;
-      if (complete && chat.since !== null) {
-        o.status = 'queued';
-      } else {
-        o.status = 'unconfirmed';
-        notice('The connection dropped before the server confirmed a message, and the history cannot tell whether it arrived.', 'warn');
-      }
+      o.status = 'queued';
     }
     for (const x of chat.outbox) renderOutboxItem(x);
     pump();
@@ -372,7 +368,7 @@
     chat.lastSeq = m.seq;
     queueRow({ kind: 'chat', m });
     const o = chat.inflight;
-    if (o && m.username === chat.name && m.message === o.text) acknowledge(o);
+    if (o && m.clientId === o.cid) acknowledge(o);
   }
 
   function onError(msg) {
@@ -417,7 +413,7 @@
       notice(`${MAX_OUTBOX} messages are already waiting to be sent; wait for the connection.`, 'error');
       return;
     }
-    const o = { id: chat.nextLocalId++, text, status: 'queued', retries: 0, holdUntil: 0, reason: '', node: null };
+    const o = { cid: newClientId(), text, status: 'queued', retries: 0, holdUntil: 0, reason: '', node: null };
     chat.outbox.push(o);
     renderOutboxItem(o);
     el.text.value = '';
@@ -433,12 +429,18 @@
     if (o.holdUntil > Date.now()) return; // a timer calls pump again
     o.status = 'sending';
     chat.inflight = o;
-    chat.ws.send(JSON.stringify({ type: 'chat', message: o.text }));
+    chat.ws.send(JSON.stringify({ type: 'chat', message: o.text, clientId: o.cid }));
     clearTimeout(chat.ackTimer);
     chat.ackTimer = setTimeout(() => {
       if (chat.inflight === o) replaceConnection('no answer to a sent message');
     }, ACK_TIMEOUT_MS);
     renderOutboxItem(o);
+  }
+
+  /** 128 random bits as 32 hex digits (crypto.randomUUID needs https; this does not). */
+  function newClientId() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
   function acknowledge(o) {
@@ -467,7 +469,6 @@
     queued: 'waiting for the connection',
     sending: 'sending…',
     failed: 'not sent',
-    unconfirmed: 'may not have been delivered',
   };
 
   function renderOutboxItem(o) {
@@ -492,9 +493,7 @@
     if (o.status !== 'sending') {
       const actions = document.createElement('span');
       actions.className = 'actions';
-      if (o.status === 'failed' || o.status === 'unconfirmed') {
-        actions.append(button(o.status === 'unconfirmed' ? 'Send again' : 'Retry', () => retry(o)));
-      }
+      if (o.status === 'failed') actions.append(button('Retry', () => retry(o)));
       actions.append(
         button('Discard', () => {
           removeOutboxItem(o);

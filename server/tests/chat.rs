@@ -165,3 +165,39 @@ fn joins_racing_a_busy_room_see_no_gap_and_no_duplicate() {
         }
     }
 }
+
+#[test]
+fn a_resend_with_the_same_client_id_is_published_once() {
+    let server = Server::start(&[]);
+    let (mut a, _) = join(&server, "room=once&name=ana");
+    let (mut watcher, _) = join(&server, "room=once");
+    let (mut other_room, _) = join(&server, "room=elsewhere");
+    let frame = |text: &str, cid: &str| {
+        tungstenite::Message::text(format!(r#"{{"type":"chat","message":"{text}","clientId":"{cid}"}}"#))
+    };
+    a.send(frame("first", "k-1")).unwrap();
+    // The page lost its connection before the echo: it resends on a new one.
+    let (mut a2, _) = join(&server, "room=once&name=ana");
+    a2.send(frame("first", "k-1")).unwrap();
+    a2.send(frame("second", "k-2")).unwrap();
+    // The same clientId in another room is another message.
+    other_room.send(frame("elsewhere", "k-1")).unwrap();
+    let first = recv_json(&mut watcher);
+    assert_eq!((first["seq"].as_u64(), first["message"].as_str()), (Some(1), Some("first")));
+    assert_eq!(first["clientId"], "k-1", "the chat frame carries the sender's clientId");
+    let second = recv_json(&mut watcher);
+    assert_eq!(
+        (second["seq"].as_u64(), second["message"].as_str(), second["clientId"].as_str()),
+        (Some(2), Some("second"), Some("k-2")),
+        "the resend of k-1 was not published again"
+    );
+    assert_eq!(recv_chats(&mut other_room, 1), vec![(1, "elsewhere".to_string())]);
+    eventually("the resend is counted", || server.metric("websocket_messages_deduplicated_total") == 1.0);
+    // A resume's history carries the clientId too, so a client can match it.
+    let (_, welcome) = join(&server, "room=once&since=0");
+    assert_eq!(welcome["history"][0]["clientId"], "k-1");
+    let (mut c, _) = join(&server, "room=quiet");
+    c.send(tungstenite::Message::text(r#"{"type":"chat","message":"x","clientId":"not valid!"}"#)).unwrap();
+    let err = recv_json(&mut c);
+    assert_eq!((err["type"].as_str(), err["code"].as_str()), (Some("error"), Some("bad_client_id")));
+}

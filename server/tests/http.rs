@@ -100,6 +100,12 @@ fn error_statuses() {
     assert_eq!(http_get(port, "/nope").0, 404);
     assert_eq!(http_get(port, "/echo").0, 404, "echo only with ECHO_ROUTE=1");
     assert_eq!(http_raw(port, "DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n").0, 405);
+    assert_eq!(
+        http_raw(port, "DELETE /nope HTTP/1.1\r\nHost: x\r\n\r\n").0,
+        404,
+        "unknown path: 404 whatever the method"
+    );
+    assert_eq!(http_raw(port, "POST /zzz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").0, 404);
     // A head over MAX_REQUEST_BYTES.
     let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(9000));
     assert_eq!(http_raw(port, &big).0, 431);
@@ -178,4 +184,33 @@ fn echo_route_when_enabled() {
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("raw text, no JSON"));
     ws.send(tungstenite::Message::binary(vec![0u8, 1, 2, 255])).unwrap();
     assert_eq!(ws.read().unwrap(), tungstenite::Message::binary(vec![0u8, 1, 2, 255]));
+}
+
+#[test]
+fn a_response_larger_than_the_outbound_bound_is_sent_whole_and_ends_the_connection() {
+    // The bound is for broadcasts pushed at a client that does not read; a
+    // response is the client's own reply and is never cut off as a "slow
+    // consumer". Past the bound it is the connection's last.
+    let server = Server::start(&[("MAX_OUTBOUND_BYTES", "65536"), ("RATE_LIMIT", "1000"), ("RATE_BURST", "1000")]);
+    let (mut ws, _) = join(&server, "room=big");
+    let text = "x".repeat(4000);
+    for _ in 0..100 {
+        send_chat(&mut ws, &text); // and read the echo, or it is the slow consumer
+        assert_eq!(recv_chats(&mut ws, 1).len(), 1);
+    }
+    // Two pipelined keep-alive requests: the large answer comes whole, says
+    // `Connection: close`, and the second request is not read.
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (status, head, body) = http_raw(server.port, &(get("/history?room=big&limit=1000") + &get("/health")));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("the whole body, and nothing after it");
+    assert_eq!(list.as_array().unwrap().len(), 100);
+    assert_eq!(server.metric("websocket_closes_total{reason=\"slow_consumer\"}"), 0.0);
+    // Small answers keep the connection alive as before: both are answered.
+    let last = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let (status, head, body) = http_raw(server.port, &(get("/history?room=big&limit=1") + last));
+    assert_eq!(status, 200);
+    assert!(head.contains("Connection: keep-alive"), "{head}");
+    assert!(body.contains(r#""status":"healthy""#), "the second response follows: {body}");
 }

@@ -153,6 +153,29 @@ fn history_and_resume_across_replicas_including_a_cold_one_and_mongodb() {
     let (_, _, body) = http_get(c.port, "/history?room=h&limit=2");
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((list[0]["seq"].as_u64(), list[1]["seq"].as_u64()), (Some(31), Some(30)));
+
+    // ... also one that never saw the room (loaded first), and deeper than
+    // the ring of 10 (from MongoDB): the room's last 25, newest first.
+    let d = replica("pod-d", &redis, Some(&mongo), &small_ring);
+    let (status, _, body) = http_get(d.port, "/history?room=h&limit=25");
+    assert_eq!(status, 200, "{body}");
+    let seqs: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (7..=31).rev().collect::<Vec<u64>>(), "a cold replica's /history");
+    let (_, _, body) = http_get(d.port, "/history?room=h&limit=25");
+    let again: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(again, seqs, "and once warm, deeper than its ring");
 }
 
 #[test]
@@ -278,4 +301,57 @@ fn redis_down_refuses_with_unavailable_and_clients_stay_connected() {
     send_chat(&mut ws, "after");
     assert_eq!(recv_chats(&mut ws, 1), vec![(2, "after".to_string())], "the sequence continues past Redis' data loss");
     assert!(server.logged("Redis subscription restored"));
+}
+
+#[test]
+fn a_resend_through_another_replica_is_published_and_stored_once() {
+    let redis = Redis::start();
+    let mongo = MongoWire::start();
+    let a = replica("pod-a", &redis, Some(&mongo), &[]);
+    let b = replica("pod-b", &redis, Some(&mongo), &[]);
+    let frame = |text: &str, cid: &str| {
+        tungstenite::Message::text(format!(r#"{{"type":"chat","message":"{text}","clientId":"{cid}"}}"#))
+    };
+    let (mut watcher, _) = join(&b, "room=dup");
+    let (mut on_a, _) = join(&a, "room=dup");
+    on_a.send(frame("hello", "r-1")).unwrap();
+    // The client lost pod-a before the echo and resends through pod-b.
+    let (mut on_b, _) = join(&b, "room=dup");
+    on_b.send(frame("hello", "r-1")).unwrap();
+    on_b.send(frame("next", "r-2")).unwrap();
+    let got = recv_chats(&mut watcher, 2);
+    assert_eq!(got, vec![(1, "hello".to_string()), (2, "next".to_string())], "hello once, then next");
+    await_stored(&mongo, "dup", &BTreeSet::from([1, 2]), Duration::from_secs(20));
+    eventually("pod-b counted the resend", || b.metric("websocket_messages_deduplicated_total") == 1.0);
+    assert_eq!(a.metric("websocket_messages_deduplicated_total"), 0.0);
+}
+
+#[test]
+fn a_resume_ahead_of_this_replica_waits_for_it_instead_of_repeating_a_message() {
+    // A client saw seq N+1 on another replica before this one's subscription
+    // delivered it. Its resume must neither be `recovered:false` nor get N+1
+    // again: the join waits until this replica has caught up.
+    let redis = Redis::start();
+    let server = replica("pod-lag", &redis, None, &[]);
+    let (mut sender, _) = join(&server, "room=lag");
+    send_chat(&mut sender, "one");
+    assert_eq!(recv_chats(&mut sender, 1), vec![(1, "one".to_string())]);
+    let mut ahead = connect(&server, "/ws?room=lag&since=2");
+    send_chat(&mut sender, "two");
+    send_chat(&mut sender, "three");
+    let welcome = recv_json(&mut ahead);
+    assert_eq!(welcome["type"], "system");
+    assert_eq!(welcome["recovered"], true, "caught up, nothing missing: {welcome}");
+    assert!(welcome["lastSeq"].as_u64().unwrap() >= 2);
+    let history: Vec<u64> = welcome["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert!(history.iter().all(|&s| s > 2), "nothing at or below since: {history:?}");
+    let next = if history.is_empty() { recv_chats(&mut ahead, 1)[0].0 } else { history[0] };
+    assert_eq!(next, 3, "seq 2 is not repeated");
+
+    // A resume ahead of a room that stays behind (its sequence restarted):
+    // answered after the wait, `recovered:false`.
+    let started = Instant::now();
+    let (_, welcome) = join(&server, "room=lag&since=50");
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "it waited for this replica to catch up first");
 }

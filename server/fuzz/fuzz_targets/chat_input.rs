@@ -10,6 +10,7 @@ fuzz_target!(|text: &str| {
         Ok(m) => {
             assert!(!m.message.is_empty() && m.message.len() <= 64);
             assert!(!m.username.is_empty());
+            assert!(m.client_id.as_deref().is_none_or(websocket_server::chat::protocol::valid_client_id));
         }
         Err(r) => assert!(!r.code.is_empty()),
     }

@@ -15,16 +15,30 @@ use crate::http::query::valid_name;
 /// The text sent before a drain close.
 pub const DRAIN_NOTICE: &str = r#"{"type":"system","message":"Server is shutting down. Please reconnect."}"#;
 
-/// What a client may send: `{"type":"chat","username":U,"message":M}`.
+/// What a client may send: `{"type":"chat","username":U,"message":M,"clientId":C}`.
 #[derive(Debug, Deserialize)]
 struct Incoming<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<TypeField<'a>>,
     #[serde(borrow, default)]
     username: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message: Option<Cow<'a, str>>,
+    #[serde(rename = "clientId", borrow, default)]
+    client_id: Option<Cow<'a, str>>,
 }
+
+/// `type` as sent: a string, or anything else (which is not `"chat"`
+/// either, so it is `unknown_type`, not `bad_json`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TypeField<'a> {
+    Name(#[serde(borrow)] Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+}
+
+/// Longest `clientId` accepted.
+pub const MAX_CLIENT_ID: usize = 64;
 
 /// A chat message a client asked to send, validated.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +47,9 @@ pub struct ChatIn {
     pub username: String,
     /// The text.
     pub message: String,
+    /// The client's own id for this message (1–64 of `[A-Za-z0-9_-]`): a
+    /// resend with the same id, in the same room, is published only once.
+    pub client_id: Option<String>,
 }
 
 /// Why a client frame was refused: the `code` and `message` of the error frame.
@@ -58,9 +75,13 @@ impl Reject {
 
 /// Parses and validates a text frame from a chat client.
 pub fn parse_chat(text: &str, default_name: &str, max_chat_bytes: usize) -> Result<ChatIn, Reject> {
+    // serde would also take a JSON array for the struct (fields by position).
+    if !text.trim_start().starts_with('{') {
+        return Err(Reject::new("bad_json", "not a chat frame: expected a JSON object"));
+    }
     let incoming: Incoming<'_> =
         serde_json::from_str(text).map_err(|e| Reject::new("bad_json", format!("not a chat frame: {e}")))?;
-    if incoming.kind.as_deref() != Some("chat") {
+    if !matches!(&incoming.kind, Some(TypeField::Name(k)) if k == "chat") {
         return Err(Reject::new("unknown_type", "the only frame type a client sends is \"chat\""));
     }
     let message = incoming
@@ -78,7 +99,23 @@ pub fn parse_chat(text: &str, default_name: &str, max_chat_bytes: usize) -> Resu
         Some(u) if valid_name(&u) => u.into_owned(),
         Some(_) => return Err(Reject::new("bad_username", "\"username\" must be 1 to 32 printable characters")),
     };
-    Ok(ChatIn { username, message: message.into_owned() })
+    let client_id = match incoming.client_id {
+        None => None,
+        Some(id) if valid_client_id(&id) => Some(id.into_owned()),
+        Some(_) => {
+            return Err(Reject::new(
+                "bad_client_id",
+                format!("\"clientId\" must be 1 to {MAX_CLIENT_ID} of A-Z, a-z, 0-9, _ and -"),
+            ))
+        }
+    };
+    Ok(ChatIn { username, message: message.into_owned(), client_id })
+}
+
+/// Whether `id` is a valid `clientId`: 1–64 of `[A-Za-z0-9_-]` (safe inside
+/// a Redis key and a JSON string without escaping).
+pub fn valid_client_id(id: &str) -> bool {
+    (1..=MAX_CLIENT_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A sequenced chat message: what every pod delivers and MongoDB stores.
@@ -100,6 +137,9 @@ pub struct ChatMessage {
     /// When the origin pod accepted it, Unix milliseconds.
     #[serde(rename = "ts")]
     pub timestamp_ms: i64,
+    /// The sender's own id for it, if it gave one (see [`ChatIn::client_id`]).
+    #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// The chat frame's field order, as in docs/protocol.md.
@@ -115,6 +155,8 @@ struct ChatOut<'a> {
     room: &'a str,
     seq: u64,
     id: &'a str,
+    #[serde(rename = "clientId", skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
 }
 
 impl ChatMessage {
@@ -129,6 +171,7 @@ impl ChatMessage {
             room: &self.room,
             seq: self.seq,
             id: &self.id,
+            client_id: self.client_id.as_deref(),
         };
         serde_json::to_string(&out).unwrap_or_default()
     }
@@ -198,11 +241,13 @@ mod tests {
     #[test]
     fn accepts_the_original_clients_frame() {
         let c = parse_chat(r#"{"type":"chat","username":"ana","message":"hi"}"#, "Anonymous", 4096).unwrap();
-        assert_eq!(c, ChatIn { username: "ana".into(), message: "hi".into() });
+        assert_eq!(c, ChatIn { username: "ana".into(), message: "hi".into(), client_id: None });
         let c = parse_chat(r#"{"type":"chat","message":"hi","extra":1}"#, "bob", 4096).unwrap();
         assert_eq!(c.username, "bob", "username defaults to the connection's name");
         let c = parse_chat(r#"{"type":"chat","message":"\u00e9\n<b>"}"#, "x", 4096).unwrap();
         assert_eq!(c.message, "é\n<b>");
+        let c = parse_chat(r#"{"type":"chat","message":"hi","clientId":"a-1_Z"}"#, "x", 4096).unwrap();
+        assert_eq!(c.client_id.as_deref(), Some("a-1_Z"));
     }
 
     #[test]
@@ -210,6 +255,9 @@ mod tests {
         let code = |t: &str| parse_chat(t, "x", 10).unwrap_err().code;
         assert_eq!(code("not json"), "bad_json");
         assert_eq!(code("[1,2]"), "bad_json");
+        assert_eq!(code(r#"["chat","mallory","hello"]"#), "bad_json", "an array is not an object");
+        assert_eq!(code(r#"{"type":5,"message":"hi"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":null,"message":"hi"}"#), "unknown_type");
         assert_eq!(code(r#"{"type":"chat","message":5}"#), "bad_json");
         assert_eq!(code(r#"{"type":"join"}"#), "unknown_type");
         assert_eq!(code(r#"{"message":"hi"}"#), "unknown_type");
@@ -217,6 +265,13 @@ mod tests {
         assert_eq!(code(r#"{"type":"chat","message":""}"#), "bad_message");
         assert_eq!(code(r#"{"type":"chat","message":"12345678901"}"#), "too_long");
         assert_eq!(code(r#"{"type":"chat","message":"1","username":""}"#), "bad_username");
+        assert_eq!(code(r#"{"type":"chat","message":"1","clientId":""}"#), "bad_client_id");
+        assert_eq!(code(r#"{"type":"chat","message":"1","clientId":"a b"}"#), "bad_client_id");
+        assert_eq!(
+            code(&format!(r#"{{"type":"chat","message":"1","clientId":"{}"}}"#, "a".repeat(65))),
+            "bad_client_id"
+        );
+        assert_eq!(code(r#"{"type":"chat","message":"1","clientId":7}"#), "bad_json");
         assert!(parse_chat(r#"{"type":"chat","message":"1234567890"}"#, "x", 10).is_ok(), "exactly the limit");
     }
 
@@ -230,11 +285,14 @@ mod tests {
             message: "say \"hi\"".into(),
             pod_name: "websocket-server-0".into(),
             timestamp_ms: 0,
+            client_id: None,
         };
         assert_eq!(
             m.to_json(),
             r#"{"type":"chat","username":"ana","message":"say \"hi\"","podName":"websocket-server-0","timestamp":"1970-01-01T00:00:00.000Z","room":"lobby","seq":7,"id":"abc"}"#
         );
+        let with_id = ChatMessage { client_id: Some("c-1".into()), ..m };
+        assert!(with_id.to_json().ends_with(r#","id":"abc","clientId":"c-1"}"#));
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl Response {
         self
     }
 
+    /// Bytes of the body.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// Sets the body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
         self.body = body.into();

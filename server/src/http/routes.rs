@@ -17,6 +17,7 @@ use super::query::{history_params, join_params, JoinParams};
 use super::request::Head;
 use super::response::Response;
 use super::upgrade;
+use crate::chat::history::{Backing, Entry};
 use crate::metrics::{self, Snapshot};
 use crate::state::{Phase, ServerState};
 
@@ -25,6 +26,15 @@ use crate::state::{Phase, ServerState};
 pub enum Route {
     /// Send this response.
     Respond(Response),
+    /// `/history` of a room this pod must load first, or deeper than its
+    /// ring with MongoDB behind it: ask the history loader for the room's
+    /// last `limit`, answer with [`history_response`] when it replies.
+    LoadHistory {
+        /// The room.
+        room: String,
+        /// Messages asked for.
+        limit: usize,
+    },
     /// Switch the connection to WebSocket (after the capacity check).
     Upgrade {
         /// The `Sec-WebSocket-Accept` value.
@@ -54,21 +64,25 @@ pub fn route(head: &Head<'_>, state: &ServerState) -> Route {
             Err(resp) => Route::Respond(resp),
         },
         path => {
+            // An unknown path is 404 whatever the method; 405 is for a known one.
+            let asset = assets::find(path);
+            let endpoint = matches!(path, "/health" | "/ready" | "/metrics" | "/stats" | "/history");
+            if !endpoint && asset.is_none() {
+                return Route::Respond(Response::text(404, ""));
+            }
             if head.method != "GET" && head.method != "HEAD" {
                 return Route::Respond(Response::text(405, "").header("Allow", "GET, HEAD"));
             }
-            Route::Respond(match path {
-                "/health" => health(state),
-                "/ready" => ready(state),
-                "/metrics" => Response::new(200)
+            Route::Respond(match (path, asset) {
+                ("/health", _) => health(state),
+                ("/ready", _) => ready(state),
+                ("/metrics", _) => Response::new(200)
                     .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                     .body(state.metrics.render(&snapshot(state))),
-                "/stats" => stats(state),
-                "/history" => history(head.query, state),
-                _ => match assets::find(path) {
-                    Some(asset) => asset.response(),
-                    None => Response::text(404, ""),
-                },
+                ("/stats", _) => stats(state),
+                ("/history", _) => return history(head.query, state),
+                (_, Some(asset)) => asset.response(),
+                (_, None) => Response::text(404, ""),
             })
         }
     }
@@ -137,12 +151,31 @@ fn stats(state: &ServerState) -> Response {
     )
 }
 
-fn history(query: &str, state: &ServerState) -> Response {
+/// `/history`: from this pod's ring when it holds what was asked for;
+/// otherwise through the history loader (see [`Route::LoadHistory`]).
+fn history(query: &str, state: &ServerState) -> Route {
     let (room, limit) = match history_params(query) {
         Ok(p) => p,
-        Err(name) => return Response::text(400, &format!("invalid query parameter `{name}`")),
+        Err(name) => return Route::Respond(Response::text(400, &format!("invalid query parameter `{name}`"))),
     };
-    let entries = state.history.recent(&room, limit);
+    let h = &state.history;
+    let deeper = || {
+        matches!(h.backing(), Backing::Store { deep: true })
+            && h.last_seq(&room).saturating_sub(limit as u64) + 1 < h.first_seq(&room)
+    };
+    if state.loader.is_some() && (h.needs_load(&room, None) || deeper()) {
+        return Route::LoadHistory { room, limit };
+    }
+    Route::Respond(history_response(&h.recent(&room, limit), &[], limit))
+}
+
+/// The `/history` answer: the newest `limit` of `ring` (newest first, as
+/// [`History::recent`](crate::chat::history::History::recent) returns them)
+/// followed by `older` (oldest first, from MongoDB), newest first.
+pub fn history_response(ring: &[Entry], older: &[Entry], limit: usize) -> Response {
+    let oldest_held = ring.last().map_or(u64::MAX, |e| e.seq);
+    let entries: Vec<&Entry> =
+        ring.iter().chain(older.iter().rev().filter(|e| e.seq < oldest_held)).take(limit).collect();
     let mut body = Vec::with_capacity(2 + entries.iter().map(|e| e.json().len() + 1).sum::<usize>());
     body.push(b'[');
     for (i, e) in entries.iter().enumerate() {

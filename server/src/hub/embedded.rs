@@ -1,9 +1,15 @@
 //! The embedded sequencer: one thread that gives each message its room's
 //! next seq, stores it in history and fans it out. The single-node mode
 //! (no Redis), and the default `cargo run` starts.
+//!
+//! It also remembers the `clientId`s it sequenced ([`ClientIds`]), for as
+//! long as Redis remembers them in replica mode (`DEDUPE_TTL_SECS`), so a
+//! client's resend of a message is published once in both modes.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -24,9 +30,10 @@ pub fn spawn(
     std::thread::Builder::new().name("hub".into()).spawn(move || {
         let ids = IdGen::new();
         let pod: Arc<str> = Arc::from(state.config.pod_name.as_str());
+        let mut seen = ClientIds::new(CLIENT_IDS_MAX, Duration::from_secs(crate::replica::DEDUPE_TTL_SECS));
         for cmd in rx.iter() {
             match cmd {
-                HubCommand::Publish(p) => sequence(&state, &ids, &pod, p, store.as_ref()),
+                HubCommand::Publish(p) => sequence(&state, &ids, &pod, &mut seen, p, store.as_ref()),
                 HubCommand::Stop => break,
             }
         }
@@ -34,7 +41,23 @@ pub fn spawn(
     })
 }
 
-fn sequence(state: &ServerState, ids: &IdGen, pod: &Arc<str>, p: Publish, store: Option<&StoreSender>) {
+fn sequence(
+    state: &ServerState,
+    ids: &IdGen,
+    pod: &Arc<str>,
+    seen: &mut ClientIds,
+    p: Publish,
+    store: Option<&StoreSender>,
+) {
+    if let Some(client_id) = &p.client_id {
+        if let Some(seq) = seen.get(&p.room, client_id) {
+            // A resend (after a reconnect) of a message already sequenced: its
+            // sender sees that one, live or in its resume's history.
+            state.metrics.backend.deduplicated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::debug!("message with clientId {client_id:?} already sequenced as {seq} in room {}", p.room);
+            return;
+        }
+    }
     let mut msg = ChatMessage {
         room: p.room.to_string(),
         seq: 0,
@@ -43,6 +66,7 @@ fn sequence(state: &ServerState, ids: &IdGen, pod: &Arc<str>, p: Publish, store:
         message: p.message,
         pod_name: pod.to_string(),
         timestamp_ms: p.timestamp_ms,
+        client_id: p.client_id,
     };
     let Some(entry) = state.history.append_next(&p.room, |seq| {
         msg.seq = seq;
@@ -53,6 +77,9 @@ fn sequence(state: &ServerState, ids: &IdGen, pod: &Arc<str>, p: Publish, store:
         refuse_unknown_room(state, &p.room, p.origin);
         return;
     };
+    if let Some(client_id) = &msg.client_id {
+        seen.insert(&p.room, client_id, msg.seq);
+    }
     fan_out(&state.inboxes, &p.room, &entry);
     state.metrics.backend.fanned_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(store) = store {
@@ -66,6 +93,80 @@ fn refuse_unknown_room(state: &ServerState, room: &Arc<str>, origin: Origin) {
         inbox.send(ToWorker::Reject { key: origin.key, conn_id: origin.conn_id, reject });
     }
     if let Some(loader) = &state.loader {
-        let _ = loader.try_send(LoadRequest { room: room.clone(), since: None, reply: None });
+        let _ = loader.try_send(LoadRequest { room: room.clone(), since: None, last: None, reply: None });
+    }
+}
+
+/// Client ids remembered at most (the window shrinks below the TTL only
+/// past this many messages with a `clientId` in `DEDUPE_TTL_SECS`).
+const CLIENT_IDS_MAX: usize = 100_000;
+
+/// The `clientId`s sequenced recently, per room, with their seq: each is
+/// remembered for `ttl`, and at most `max` of them (the oldest go first).
+#[derive(Debug)]
+pub struct ClientIds {
+    seqs: HashMap<(Arc<str>, Box<str>), u64>,
+    /// Insertion order, for expiry.
+    order: VecDeque<(Instant, Arc<str>, Box<str>)>,
+    max: usize,
+    ttl: Duration,
+}
+
+impl ClientIds {
+    /// Remembers at most `max` ids, each for `ttl`.
+    pub fn new(max: usize, ttl: Duration) -> ClientIds {
+        ClientIds { seqs: HashMap::new(), order: VecDeque::new(), max, ttl }
+    }
+
+    /// The seq `client_id` was given in `room`, if it is still remembered.
+    pub fn get(&mut self, room: &Arc<str>, client_id: &str) -> Option<u64> {
+        self.expire(Instant::now());
+        self.seqs.get(&(room.clone(), Box::from(client_id))).copied()
+    }
+
+    /// Remembers that `client_id` was given `seq` in `room`.
+    pub fn insert(&mut self, room: &Arc<str>, client_id: &str, seq: u64) {
+        let now = Instant::now();
+        self.expire(now);
+        while self.order.len() >= self.max {
+            self.forget_oldest();
+        }
+        let key = (room.clone(), Box::<str>::from(client_id));
+        if self.seqs.insert(key.clone(), seq).is_none() {
+            self.order.push_back((now, key.0, key.1));
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self.order.front().is_some_and(|(at, _, _)| now.duration_since(*at) >= self.ttl) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, room, id)) = self.order.pop_front() {
+            self.seqs.remove(&(room, id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_per_room_bounded_and_expire() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let mut ids = ClientIds::new(2, Duration::from_secs(600));
+        ids.insert(&a, "x", 1);
+        assert_eq!(ids.get(&a, "x"), Some(1));
+        assert_eq!(ids.get(&b, "x"), None, "another room's id is another message");
+        ids.insert(&a, "y", 2);
+        ids.insert(&a, "z", 3);
+        assert_eq!(ids.get(&a, "x"), None, "the oldest is forgotten past the bound");
+        assert_eq!((ids.get(&a, "y"), ids.get(&a, "z")), (Some(2), Some(3)));
+        let mut short = ClientIds::new(10, Duration::ZERO);
+        short.insert(&a, "x", 1);
+        assert_eq!(short.get(&a, "x"), None, "expired");
     }
 }

@@ -49,6 +49,8 @@ pub struct Publish {
     pub message: String,
     /// When the worker accepted it, Unix milliseconds.
     pub timestamp_ms: i64,
+    /// The sender's own id for it: a resend with the same id is published once.
+    pub client_id: Option<String>,
     /// Who sent it.
     pub origin: Origin,
 }

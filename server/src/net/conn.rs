@@ -93,6 +93,17 @@ pub enum Service {
 pub enum Phase {
     /// Waiting for (the next) HTTP request.
     Http,
+    /// A `/history` request waiting for the history loader (a room this
+    /// pod has not loaded, or reaching back past the ring into MongoDB).
+    /// Its response is the connection's last: input is ignored meanwhile.
+    HistoryLoad {
+        /// The room.
+        room: std::sync::Arc<str>,
+        /// Messages asked for.
+        limit: usize,
+        /// A HEAD request (the body is left out).
+        head_only: bool,
+    },
     /// Upgraded.
     Ws {
         /// Frame decoding state.
@@ -125,8 +136,9 @@ pub struct Conn {
     pub deadline: u32,
     /// Why it is closing, counted once when it is removed.
     pub close_reason: Option<CloseReason>,
-    /// Bytes of the welcome frame allowed beyond MAX_OUTBOUND_BYTES until
-    /// the queue first empties (a resume may carry a long history).
+    /// Bytes allowed beyond MAX_OUTBOUND_BYTES until the queue first
+    /// empties: the connection's own replies (HTTP responses, the welcome
+    /// frame, whose resume may carry a long history), never broadcasts.
     pub allowance: u32,
 }
 
@@ -156,6 +168,14 @@ impl Conn {
     pub fn chat(&mut self) -> Option<&mut ChatSession> {
         match &mut self.phase {
             Phase::Ws { service: Service::Chat(c), .. } => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The `since` of a chat session still waiting to join (not joined, not closing).
+    pub fn chat_since(&self) -> Option<u64> {
+        match &self.phase {
+            Phase::Ws { service: Service::Chat(c), .. } if !c.joined && !self.has(flag::CLOSE_SENT) => c.since,
             _ => None,
         }
     }

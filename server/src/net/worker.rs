@@ -29,7 +29,7 @@ use slab::Slab;
 
 use super::conn::{flag, ChatSession, Conn, Phase as ConnPhase, Service};
 use super::outq::{Chunk, SocketSink};
-use crate::chat::history::Entry;
+use crate::chat::history::{Backing, Entry};
 use crate::chat::protocol::{self, Reject, Welcome, DRAIN_NOTICE};
 use crate::chat::ratelimit::TokenBucket;
 use crate::chat::rooms::RoomIndex;
@@ -64,6 +64,8 @@ const CLOSE_TIMEOUT_SECS: u32 = 5;
 const MAX_STRIKES: u8 = 10;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
+/// Seconds a resume may wait for this pod to catch up with its `since`.
+const CATCH_UP_SECS: u32 = 2;
 
 /// Closing every connection over the drain window.
 #[derive(Debug)]
@@ -104,6 +106,9 @@ pub struct Worker {
     doomed: Vec<usize>,
     /// Connections over their outbound bound, closed after the current fan-out.
     slow: Vec<usize>,
+    /// Resumes waiting for this pod to catch up with their `since`:
+    /// (key, connection id, room, deadline), see [`Worker::complete_join`].
+    catching_up: Vec<(usize, u64, Arc<str>, u32)>,
     state: Arc<ServerState>,
     /// Seconds since the process started (coarse clock for deadlines).
     now: u32,
@@ -143,6 +148,7 @@ impl Worker {
             pending_read: Vec::new(),
             doomed: Vec::new(),
             slow: Vec::new(),
+            catching_up: Vec::new(),
             state,
             now: 0,
             now_ms: 0,
@@ -430,6 +436,8 @@ impl Worker {
                         return buf.len();
                     }
                 },
+                // DISCARD_INPUT is set while a deferred response is pending.
+                ConnPhase::HistoryLoad { .. } => return buf.len(),
                 ConnPhase::Ws { decoder, .. } => match decoder.decode(&mut buf[off..], &self.limits) {
                     Ok(None) => return off,
                     Ok(Some((used, message))) => {
@@ -457,15 +465,56 @@ impl Worker {
                 self.respond(key, resp, keep_alive, head.method == "HEAD");
             }
             Route::Upgrade { accept, kind } => self.upgrade(key, &accept, kind),
+            Route::LoadHistory { room, limit } => {
+                let head_only = head.method == "HEAD";
+                let room: Arc<str> = Arc::from(room);
+                let reply = Some(Reply { worker: self.index, key, conn_id: self.conns.get(key).map_or(0, |c| c.id) });
+                let sent = self.state.loader.as_ref().is_some_and(|l| {
+                    l.try_send(LoadRequest { room: room.clone(), since: None, last: Some(limit), reply }).is_ok()
+                });
+                if !sent {
+                    // The loader is saturated: what this pod holds.
+                    let ring = self.state.history.recent(&room, limit);
+                    return self.respond(key, routes::history_response(&ring, &[], limit), false, head_only);
+                }
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.phase = ConnPhase::HistoryLoad { room, limit, head_only };
+                    c.flags |= flag::DISCARD_INPUT; // its response is the last
+                }
+            }
         }
     }
 
+    /// The history loader answered a deferred `/history`.
+    fn answer_history(&mut self, key: usize, older: &[Entry]) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let ConnPhase::HistoryLoad { room, limit, head_only } = std::mem::replace(&mut c.phase, ConnPhase::Http) else {
+            return;
+        };
+        let ring = self.state.history.recent(&room, limit);
+        self.respond(key, routes::history_response(&ring, older, limit), false, head_only);
+    }
+
     /// Queues an HTTP response; errors and non-keep-alive requests close after it.
+    ///
+    /// A response is the connection's own reply, not a broadcast pushed at
+    /// it, so it never makes the connection a slow consumer: it is queued
+    /// as an allowance above `MAX_OUTBOUND_BYTES`. What bounds HTTP output
+    /// instead is keep-alive: a response that leaves more than the bound
+    /// queued (a large `/history`, or pipelined requests whose answers are
+    /// not being read) is the connection's last, so it holds at most the
+    /// bound plus one response.
     fn respond(&mut self, key: usize, resp: Response, keep_alive: bool, head_only: bool) {
         let status = resp.status();
-        let keep = keep_alive && status < 400;
+        let max = self.state.config.max_outbound_bytes;
+        let queued = self.conns.get(key).map_or(0, |c| c.out.bytes());
+        let keep = keep_alive && status < 400 && queued + resp.body_len() <= max;
         self.metrics().http_response(status);
-        self.queue(key, resp.into_bytes(keep, head_only).into());
+        let bytes = resp.into_bytes(keep, head_only);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.allowance = c.allowance.saturating_add(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+        }
+        self.queue(key, bytes.into());
         let handshake = self.state.config.handshake_timeout.as_secs() as u32;
         let now = self.now;
         if let Some(c) = self.conns.get_mut(key) {
@@ -525,7 +574,10 @@ impl Worker {
         if let Some(loader) = &state.loader {
             if state.history.needs_load(&chat.room, chat.since) {
                 let reply = Some(Reply { worker: self.index, key, conn_id });
-                if loader.try_send(LoadRequest { room: chat.room.clone(), since: chat.since, reply }).is_ok() {
+                if loader
+                    .try_send(LoadRequest { room: chat.room.clone(), since: chat.since, last: None, reply })
+                    .is_ok()
+                {
                     return; // ToWorker::Loaded completes it
                 }
                 log::warn!("history loader saturated; joining room {} with the history held here", chat.room);
@@ -538,8 +590,20 @@ impl Worker {
     /// connection a member of its room, atomically with respect to this
     /// worker's inbox: broadcasts handled after this point are either in
     /// the snapshot (skipped by `delivered`) or newer.
+    ///
+    /// In replica mode a resume can be *ahead* of this pod: the client saw
+    /// seq S on another pod before this one's subscription delivered it.
+    /// Joined now, it would be told `recovered: false` and then get S
+    /// again. So the join waits (up to `CATCH_UP_SECS`) until this pod's
+    /// room reaches S; only a room still behind after that has really
+    /// restarted its sequence (`recovered: false`, as in single-node mode).
     fn complete_join(&mut self, key: usize, older: &[Entry]) {
+        self.finish_join(key, older, false);
+    }
+
+    fn finish_join(&mut self, key: usize, older: &[Entry], waited: bool) {
         let state = self.state.clone();
+        let now = self.now;
         let Some(c) = self.conns.get_mut(key) else { return };
         let conn_id = c.id;
         if c.has(flag::CLOSE_SENT) {
@@ -547,6 +611,11 @@ impl Worker {
         }
         let Some(chat) = c.chat() else { return };
         if chat.joined {
+            return;
+        }
+        let behind = chat.since.is_some_and(|s| s > state.history.last_seq(&chat.room));
+        if behind && !waited && state.history.backing() != Backing::Memory {
+            self.catching_up.push((key, conn_id, chat.room.clone(), now + CATCH_UP_SECS));
             return;
         }
         let snap = state.history.snapshot(&chat.room, chat.since, state.config.history_on_join, older);
@@ -563,7 +632,8 @@ impl Worker {
         chat.slot = self.rooms.join(&chat.room, key);
         chat.joined = true;
         let frame = encoder::frame(OpCode::Data(Data::Text), welcome.as_bytes());
-        c.allowance = frame.len() as u32;
+        // The welcome, like an HTTP response, is this client's own reply: allowed above the bound.
+        c.allowance = c.allowance.saturating_add(u32::try_from(frame.len()).unwrap_or(u32::MAX));
         self.queue_frame(key, frame.into());
     }
 
@@ -645,6 +715,7 @@ impl Worker {
             username: incoming.username,
             message: incoming.message,
             timestamp_ms: clock::unix_millis(),
+            client_id: incoming.client_id,
             origin: Origin { worker: index, key, conn_id },
         };
         match state.publish.try_send(HubCommand::Publish(publish)) {
@@ -775,7 +846,7 @@ impl Worker {
     fn close_slow_consumers(&mut self) {
         for key in std::mem::take(&mut self.slow) {
             if let Some(c) = self.conns.get(key) {
-                log::info!(
+                log::debug!(
                     "connection {} is a slow consumer ({} bytes queued); closing it (1008)",
                     c.id,
                     c.out.bytes()
@@ -865,11 +936,13 @@ impl Worker {
                         self.start_close(key, 1012, "resync: reconnect with since", CloseReason::Resync, false);
                     }
                 }
-                ToWorker::Loaded { key, conn_id, older } => {
-                    if self.conns.get(key).is_some_and(|c| c.id == conn_id) {
-                        self.complete_join(key, &older);
+                ToWorker::Loaded { key, conn_id, older } => match self.conns.get(key) {
+                    Some(c) if c.id == conn_id && matches!(c.phase, ConnPhase::HistoryLoad { .. }) => {
+                        self.answer_history(key, &older);
                     }
-                }
+                    Some(c) if c.id == conn_id => self.complete_join(key, &older),
+                    _ => {}
+                },
                 ToWorker::Drain => self.begin_drain(),
             }
         }
@@ -903,6 +976,34 @@ impl Worker {
         m.messages_out.fetch_add(delivered, Relaxed);
         m.frames_out.fetch_add(delivered, Relaxed);
         m.outbound_bytes.fetch_add(bytes, Relaxed);
+        if !self.catching_up.is_empty() {
+            self.resume_caught_up(Some((room, entry.seq)));
+        }
+    }
+
+    /// Completes the waiting resumes that this pod has caught up with
+    /// (`room` reached their `since`), or, with `None`, those past their
+    /// deadline.
+    fn resume_caught_up(&mut self, reached: Option<(&str, u64)>) {
+        let now = self.now;
+        let mut ready = Vec::new();
+        let conns = &self.conns;
+        self.catching_up.retain(|(key, conn_id, room, deadline)| {
+            let Some(since) = conns.get(*key).filter(|c| c.id == *conn_id).and_then(|c| c.chat_since()) else {
+                return false; // gone, or closed meanwhile
+            };
+            let done = match reached {
+                Some((r, seq)) => &**room == r && seq >= since,
+                None => now >= *deadline,
+            };
+            if done {
+                ready.push(*key);
+            }
+            !done
+        });
+        for key in ready {
+            self.finish_join(key, &[], true);
+        }
     }
 
     // ------------------------------------------------------------ timers
@@ -920,7 +1021,7 @@ impl Worker {
             }
             let closing = c.has(flag::CLOSE_AFTER_FLUSH | flag::LINGER);
             match c.phase {
-                ConnPhase::Http if now >= c.deadline => {
+                ConnPhase::Http | ConnPhase::HistoryLoad { .. } if now >= c.deadline => {
                     if !closing {
                         c.set_reason(CloseReason::HandshakeTimeout);
                     }
@@ -956,6 +1057,9 @@ impl Worker {
         }
         if self.accept_paused {
             self.accept_all();
+        }
+        if !self.catching_up.is_empty() {
+            self.resume_caught_up(None);
         }
     }
 

@@ -10,6 +10,16 @@
 //! returns; what waits longer is refused with an `unavailable` error frame
 //! to its sender. Nothing is dropped silently.
 //!
+//! A message whose script call went out but whose reply was lost is *in
+//! doubt*: Redis may have run it. Within `HOLD` it is simply sent again
+//! (the script answers a retry with the first seq). Past `HOLD` its sender
+//! is refused like the others — almost always truthfully: Redis went away
+//! before it ran — but the message is kept as *unresolved* and, once Redis
+//! answers again, its dedupe marker is read: if the script had run after
+//! all, the message was delivered, and it is written to MongoDB as its
+//! origin pod must (counted, and logged as a warning: its sender was told
+//! `unavailable`; a resend with the same `clientId` is deduplicated).
+//!
 //! A message for a room whose latest seq this pod does not know yet (a
 //! cold room, see [`History`](crate::chat::history::History)) is refused
 //! the same way, and the room is loaded: numbering it blind could restart
@@ -43,12 +53,17 @@ pub const HOLD: Duration = Duration::from_secs(3);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// An idle connection is checked this often.
 const IDLE_PING: Duration = Duration::from_secs(1);
+/// Unresolved messages kept at most (their markers live `DEDUPE_TTL_SECS`).
+const UNRESOLVED_MAX: usize = 16_384;
 
 /// A message waiting to be published.
 struct Held {
     msg: ChatMessage,
     origin: Origin,
     since: Instant,
+    /// Its script call was sent at least once without an answer: Redis may
+    /// have published it.
+    in_doubt: bool,
 }
 
 /// Starts the publisher; it exits after [`HubCommand::Stop`] once what it
@@ -72,6 +87,7 @@ pub fn spawn(
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         ids: IdGen::new(),
         held: VecDeque::new(),
+        unresolved: VecDeque::new(),
         stopping: false,
         ever_connected: false,
         down_logged: false,
@@ -92,6 +108,9 @@ struct Publisher {
     ids: IdGen,
     pod: String,
     held: VecDeque<Held>,
+    /// Refused after `HOLD` while in doubt: resolved from their dedupe
+    /// markers once Redis answers (see the module doc).
+    unresolved: VecDeque<(ChatMessage, Instant)>,
     stopping: bool,
     ever_connected: bool,
     /// The outage in progress has been logged (once per state change).
@@ -168,7 +187,7 @@ impl Publisher {
         match cmd {
             HubCommand::Stop => self.stopping = true,
             HubCommand::Publish(p) => {
-                let Publish { room, username, message, timestamp_ms, origin } = p;
+                let Publish { room, username, message, timestamp_ms, client_id, origin } = p;
                 let msg = ChatMessage {
                     room: room.to_string(),
                     seq: 0,
@@ -177,8 +196,9 @@ impl Publisher {
                     message,
                     pod_name: self.pod.clone(),
                     timestamp_ms,
+                    client_id,
                 };
-                self.held.push_back(Held { msg, origin, since: Instant::now() });
+                self.held.push_back(Held { msg, origin, since: Instant::now(), in_doubt: false });
             }
         }
     }
@@ -205,6 +225,7 @@ impl Publisher {
                     log::info!("Redis publisher connected");
                 }
                 self.ever_connected = true;
+                self.resolve_unresolved();
             }
             Err(e) => {
                 m.redis_errors.fetch_add(1, Relaxed);
@@ -238,12 +259,13 @@ impl Publisher {
                 .arg(3)
                 .arg(seq_key(&h.msg.room))
                 .arg(history_key(&h.msg.room))
-                .arg(dedupe_key(&h.msg.room, &h.msg.id))
+                .arg(dedupe_key(&h.msg))
                 .arg(floor)
                 .arg(encode_fields(&h.msg))
                 .arg(CHANNEL)
                 .arg(ring)
-                .arg(DEDUPE_TTL_SECS);
+                .arg(DEDUPE_TTL_SECS)
+                .arg(&h.msg.id);
             batch.push(h);
         }
         if batch.is_empty() {
@@ -262,6 +284,17 @@ impl Publisher {
                             if let Some(store) = &self.store {
                                 store.enqueue(h.msg);
                             }
+                        }
+                        redis::Value::Int(seq) if seq < 0 => {
+                            // A resend of a message already published under the same
+                            // clientId (by this pod or another): its sender sees that
+                            // one; its origin pod stores it.
+                            m.deduplicated.fetch_add(1, Relaxed);
+                            log::debug!(
+                                "message with clientId {:?} already published as seq {}",
+                                h.msg.client_id,
+                                -seq
+                            );
                         }
                         redis::Value::ServerError(e) if e.code() == "NOSCRIPT" => retry.push(h),
                         other => {
@@ -294,23 +327,75 @@ impl Publisher {
                     );
                     self.down_logged = true;
                 }
-                for h in batch.into_iter().rev() {
+                for mut h in batch.into_iter().rev() {
+                    h.in_doubt = true;
                     self.held.push_front(h);
                 }
             }
         }
     }
 
-    /// Refuses held messages that have waited longer than `HOLD`.
+    /// Refuses held messages that have waited longer than `HOLD`; those in
+    /// doubt are kept as unresolved.
     fn refuse_expired(&mut self) {
         let mut refused = 0;
         while self.held.front().is_some_and(|h| h.since.elapsed() >= HOLD) {
             let h = self.held.pop_front().expect("checked");
             self.refuse(&h, "Redis is unreachable; message not sent, retry later");
             refused += 1;
+            if h.in_doubt {
+                if self.unresolved.len() >= UNRESOLVED_MAX {
+                    self.unresolved.pop_front();
+                }
+                self.unresolved.push_back((h.msg, Instant::now()));
+            }
         }
         if refused > 0 {
             log::warn!("Redis unreachable for {HOLD:?}: refused {refused} messages with `unavailable`");
+        }
+    }
+
+    /// Reads the dedupe markers of the unresolved messages (just after a
+    /// reconnect): a marker naming the message means the script had run,
+    /// so the message was delivered and is stored now. Markers expire after
+    /// `DEDUPE_TTL_SECS`; older unresolved messages are dropped unread.
+    fn resolve_unresolved(&mut self) {
+        let ttl = Duration::from_secs(DEDUPE_TTL_SECS);
+        self.unresolved.retain(|(_, at)| at.elapsed() < ttl);
+        if self.unresolved.is_empty() {
+            return;
+        }
+        let Some(con) = self.con.as_mut() else { return };
+        let mut pipe = redis::pipe();
+        for (msg, _) in &self.unresolved {
+            pipe.cmd("GET").arg(dedupe_key(msg));
+        }
+        let markers: Vec<Option<String>> = match pipe.query(con) {
+            Ok(m) => m,
+            Err(e) => {
+                log::debug!("reading the markers of unresolved messages failed ({}); next reconnect", one_line(&e));
+                return; // still unresolved; the next reconnect tries again
+            }
+        };
+        let mut published = 0;
+        for ((mut msg, _), marker) in std::mem::take(&mut self.unresolved).into_iter().zip(markers) {
+            let Some((seq, owner)) = marker.as_deref().and_then(|m| m.split_once(' ')) else { continue };
+            if owner != msg.id {
+                continue;
+            }
+            let Ok(seq) = seq.parse::<u64>() else { continue };
+            msg.seq = seq;
+            published += 1;
+            self.state.metrics.backend.redis_published.fetch_add(1, Relaxed);
+            if let Some(store) = &self.store {
+                store.enqueue(msg);
+            }
+        }
+        if published > 0 {
+            log::warn!(
+                "{published} messages refused as `unavailable` during the Redis outage had been published before \
+                 it; they were delivered and are now stored"
+            );
         }
     }
 
@@ -326,7 +411,7 @@ impl Publisher {
 
     fn request_load(&self, room: &str) {
         if let Some(loader) = &self.loader {
-            let _ = loader.try_send(LoadRequest { room: Arc::from(room), since: None, reply: None });
+            let _ = loader.try_send(LoadRequest { room: Arc::from(room), since: None, last: None, reply: None });
         }
     }
 }

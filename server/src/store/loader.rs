@@ -9,8 +9,9 @@
 //!    written atomically with each publish), and MongoDB when the list does
 //!    not reach back far enough (Redis restarted, or no Redis at all);
 //!    merged under the ring by [`History::merge_recent`];
-//! 2. for a resume older than the ring, reads that range from MongoDB and
-//!    hands it to the worker with the reply.
+//! 2. for a resume older than the ring (or a `/history` deeper than it),
+//!    reads that range from MongoDB and hands it to the worker with the
+//!    reply.
 //!
 //! A room is only marked known after a source that can be trusted answered:
 //! if the Redis list might not reach back to the room's start and MongoDB
@@ -58,6 +59,9 @@ pub struct LoadRequest {
     pub room: Arc<str>,
     /// A resume point, when the client sent one.
     pub since: Option<u64>,
+    /// Reach back to the room's last `N` messages (a `/history` request),
+    /// as `since` does to a resume point.
+    pub last: Option<usize>,
     /// The waiting connection, if any (a sequencer's request has none).
     pub reply: Option<Reply>,
 }
@@ -70,8 +74,16 @@ pub fn spawn(
     mongo: Option<Mongo>,
 ) -> std::io::Result<JoinHandle<()>> {
     let backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut loader =
-        Loader { state, redis, redis_con: None, redis_backoff: backoff(), mongo, mongo_backoff: backoff() };
+    let mut loader = Loader {
+        state,
+        redis,
+        redis_con: None,
+        redis_backoff: backoff(),
+        redis_down: false,
+        mongo,
+        mongo_backoff: backoff(),
+        mongo_down: false,
+    };
     std::thread::Builder::new().name("history-loader".into()).spawn(move || {
         for req in rx.iter() {
             loader.handle(req);
@@ -84,8 +96,12 @@ struct Loader {
     redis: Option<redis::Client>,
     redis_con: Option<redis::Connection>,
     redis_backoff: Backoff,
+    /// A Redis failure was logged; the next success logs the recovery.
+    redis_down: bool,
     mongo: Option<Mongo>,
     mongo_backoff: Backoff,
+    /// A MongoDB failure was logged; the next success logs the recovery.
+    mongo_down: bool,
 }
 
 impl Loader {
@@ -109,7 +125,8 @@ impl Loader {
             }
         }
         let mut older = Vec::new();
-        if let (Some(since), true) = (req.since, self.mongo.is_some()) {
+        let since = req.since.or_else(|| req.last.map(|n| history.last_seq(&req.room).saturating_sub(n as u64)));
+        if let (Some(since), true) = (since, self.mongo.is_some()) {
             let first = history.first_seq(&req.room);
             if since + 1 < first {
                 older = self.mongo_range(&req.room, since, first, RESUME_MAX).unwrap_or_default();
@@ -146,6 +163,9 @@ impl Loader {
         match result {
             Ok(items) => {
                 self.redis_backoff.succeeded();
+                if std::mem::take(&mut self.redis_down) {
+                    log::info!("history loader: Redis answers again");
+                }
                 Some(
                     items
                         .iter()
@@ -166,7 +186,9 @@ impl Loader {
     fn redis_failed(&mut self, e: &redis::RedisError) {
         self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
         self.redis_backoff.failed();
-        log::warn!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e));
+        if !std::mem::replace(&mut self.redis_down, true) {
+            log::warn!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e));
+        }
     }
 
     fn mongo_recent(&mut self, room: &str, n: usize) -> Option<Vec<Entry>> {
@@ -186,12 +208,17 @@ impl Loader {
         match op() {
             Ok(v) => {
                 self.mongo_backoff.succeeded();
+                if std::mem::take(&mut self.mongo_down) {
+                    log::info!("history loader: MongoDB answers again");
+                }
                 Some(v)
             }
             Err(e) => {
                 self.state.metrics.backend.mongo_errors.fetch_add(1, Relaxed);
                 self.mongo_backoff.failed();
-                log::warn!("history loader: MongoDB read failed ({})", one_line(&e));
+                if !std::mem::replace(&mut self.mongo_down, true) {
+                    log::warn!("history loader: MongoDB read failed ({}); retrying with backoff", one_line(&e));
+                }
                 None
             }
         }

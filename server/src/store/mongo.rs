@@ -124,7 +124,7 @@ impl Mongo {
 
 /// The stored form of a message.
 pub fn to_document(m: &ChatMessage) -> Document {
-    doc! {
+    let mut d = doc! {
         "room": &m.room,
         "seq": m.seq as i64,
         "id": &m.id,
@@ -132,7 +132,11 @@ pub fn to_document(m: &ChatMessage) -> Document {
         "message": &m.message,
         "podName": &m.pod_name,
         "timestamp": DateTime::from_millis(m.timestamp_ms),
+    };
+    if let Some(client_id) = &m.client_id {
+        d.insert("clientId", client_id);
     }
+    d
 }
 
 /// A stored message read back; `None` if the document is not one of ours.
@@ -145,6 +149,7 @@ pub fn from_document(d: &Document) -> Option<ChatMessage> {
         message: d.get_str("message").ok()?.to_string(),
         pod_name: d.get_str("podName").unwrap_or_default().to_string(),
         timestamp_ms: d.get_datetime("timestamp").map_or(0, |t| t.timestamp_millis()),
+        client_id: d.get_str("clientId").ok().map(str::to_string),
     })
 }
 
@@ -291,11 +296,15 @@ mod tests {
             message: "hi".into(),
             pod_name: "p-0".into(),
             timestamp_ms: 1_795_608_245_123,
+            client_id: None,
         };
         let d = to_document(&m);
         assert_eq!(d.get_i64("seq").unwrap(), 42);
         assert_eq!(d.get_datetime("timestamp").unwrap().timestamp_millis(), 1_795_608_245_123);
-        assert_eq!(from_document(&d), Some(m));
+        assert!(!d.contains_key("clientId"));
+        assert_eq!(from_document(&d), Some(m.clone()));
+        let m = ChatMessage { client_id: Some("c-9".into()), ..m };
+        assert_eq!(from_document(&to_document(&m)), Some(m));
         assert_eq!(from_document(&doc! {"other": 1}), None);
     }
 }
