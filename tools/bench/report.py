@@ -209,13 +209,24 @@ def idle_run(run_dir):
     return fig
 
 
-def fanout_figures(run_dir):
+def fanout_figures(run_dir, machine):
     """One fan-out measurement (bench.sh's fanout_once) in run_dir."""
     m = read_measure(os.path.join(run_dir, "measure.txt"))
     fig = connflood_figures(read_connflood(run_dir), m)
     hz = m.get("clk_tck", 100.0)
     window = m.get("window_secs")
     delivered = m.get("window_delivered", 0)
+    fig["deliveries_from"] = "server"
+    if not delivered and window:
+        # The server did not answer /metrics within 2 s (an overloaded peer):
+        # fall back to connflood's receive rate over its progress lines inside
+        # the steady window (each line covers the interval since the last).
+        lo = machine.get("fanout_ramp", 0) + machine.get("fanout_skip", 0)
+        hi = lo + window + 0.5
+        rates = [line["rate"] for line in status_lines(run_dir) if lo < line["t"] <= hi]
+        if rates:
+            delivered = statistics.mean(rates) * window
+            fig["deliveries_from"] = "connflood"
     writes = m.get("window_write_syscalls", 0)
     cpu_s = m.get("window_cpu_ticks", 0) / hz
     fig["server"] = m.get("server", "websocket-server")
@@ -229,29 +240,37 @@ def fanout_figures(run_dir):
         fig["connflood_cpu_pct_steady"] = cpu_pct(m["window_cpu_ticks_connflood"], window, hz)
     fig["machine_busy_pct_steady"] = m.get("window_machine_busy_pct")
     fig["complete"] = fig["passed"] and fig["lost"] == 0 and fig["delivered"] == fig["expected"]
+    # Kept up: complete, and delivered in real time (not caught up during the settle).
+    offered = fig["msg_per_s"] * fig["connections_target"]
+    fig["kept_up"] = fig["complete"] and bool(fig["deliveries_per_s"]) and fig["deliveries_per_s"] >= 0.95 * offered
     fig["load_before"] = m.get("loadavg_before")
     return fig
 
 
-def fanout_run(run_dir):
+def fanout_run(run_dir, machine):
+    connections = int(machine.get("fanout_connections", 0))
+    # A rate with more senders than connections cannot run (connflood refuses it).
     rates = [
-        fanout_figures(d)
+        fanout_figures(d, machine)
         for d in sorted(glob.glob(os.path.join(run_dir, "rate-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+        if not connections or int(d.rsplit("-", 1)[1]) <= connections
     ]
-    ok = [r["senders"] for r in rates if r["complete"] and r["latency_p99_ms"] is not None and r["latency_p99_ms"] <= 50]
-    behind = [r["msg_per_s"] for r in rates if not r["complete"]]
+    ok = [r["senders"] for r in rates if r["kept_up"] and r["latency_p99_ms"] is not None and r["latency_p99_ms"] <= 50]
+    behind = [r["msg_per_s"] for r in rates if not r["kept_up"]]
     return {
         "scenario": "fanout",
         "rates": rates,
         "highest_ok_msg_per_s": max((r["msg_per_s"] for r in rates if r["senders"] in ok), default=None),
-        "highest_complete_msg_per_s": max((r["msg_per_s"] for r in rates if r["complete"]), default=None),
+        "highest_kept_up_msg_per_s": max((r["msg_per_s"] for r in rates if r["kept_up"]), default=None),
         "fell_behind_msg_per_s": min(behind, default=None),
         "passed": bool(rates) and all(r["complete"] for r in rates[:1]),
     }
 
 
-def peers_run(run_dir):
-    servers = [fanout_figures(os.path.join(run_dir, k)) for k in PEER_NAMES if os.path.isdir(os.path.join(run_dir, k))]
+def peers_run(run_dir, machine):
+    servers = [
+        fanout_figures(os.path.join(run_dir, k), machine) for k in PEER_NAMES if os.path.isdir(os.path.join(run_dir, k))
+    ]
     return {"scenario": "peers", "servers": servers, "passed": all(s["complete"] for s in servers)}
 
 
@@ -444,9 +463,11 @@ def seed_latency_section(runs, machine):
 
 
 def idle_section(runs):
-    target = runs[0]["connections_target"] if runs else 0
+    asked = runs[0]["connections_target"] if runs else 0
+    target = min(asked, 19_000)  # issue 4: 19,000 in one process
     rows = [
-        row("connections held (server gauge)", runs, "connections_held", 0, fmt(target),
+        row("connections asked for (three connflood processes)", runs, "connections_target", 0),
+        row("connections held (server gauge)", runs, "connections_held", 0, f"≥ {fmt(target)}",
             "met" if runs and all(r["connections_held"] >= target for r in runs) else "**missed**"),
         row("RSS before, MiB", runs, "rss_before_mib", 1),
         row("RSS with every connection open, MiB", runs, "rss_after_mib", 1),
@@ -465,8 +486,8 @@ def fanout_section(runs, quick, nproc):
         for x in r["rates"]:
             by_rate.setdefault(x["senders"], []).append(x)
     lines = [
-        "| msg/s sent | deliveries/s | CPU s per million deliveries | deliveries per write | server CPU, % of a core | connflood CPU, % of a core | machine busy, % of a core | p50 ms | p99 ms | max ms | complete delivery | runs |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| msg/s sent | deliveries/s | CPU s per million deliveries | deliveries per write | server CPU, % of a core | connflood CPU, % of a core | machine busy, % of a core | p50 ms | p99 ms | max ms | complete delivery | in real time | runs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for senders in sorted(by_rate):
         xs = by_rate[senders]
@@ -480,9 +501,12 @@ def fanout_section(runs, quick, nproc):
             f"| {fmt(xs[0]['msg_per_s'], 0)} | {cell('deliveries_per_s', 0)} | {cell('cpu_s_per_million', 2)} | "
             f"{cell('deliveries_per_write', 2)} | {cell('server_cpu_pct', 0)} | {cell('connflood_cpu_pct_steady', 0)} | "
             f"{cell('machine_busy_pct_steady', 0)} | {cell('latency_p50_ms', 2)} | "
-            f"{cell('latency_p99_ms', 2)} | {cell('latency_max_ms', 1)} | {complete} of {len(xs)} runs | {len(xs)} |"
+            f"{cell('latency_p99_ms', 2)} | {cell('latency_max_ms', 1)} | {complete} of {len(xs)} runs | "
+            f"{sum(1 for x in xs if x['kept_up'])} of {len(xs)} runs | {len(xs)} |"
         )
-    text = ["Cells: median (min – max) over the runs that reached that rate.", "", "\n".join(lines), ""]
+    text = ["Cells: median (min – max) over the runs that reached that rate. *In real time*: at least 95 % of the "
+            "offered deliveries/s in the steady window (a rate can be complete only because the backlog drained "
+            "during the settle).", "", "\n".join(lines), ""]
     first = min(by_rate) if by_rate else None
     if first is not None and not quick:
         xs = by_rate[first]
@@ -496,7 +520,7 @@ def fanout_section(runs, quick, nproc):
             row(f"latency p99 {at}, ms", xs, "latency_p99_ms", 2, "≤ 5",
                 verdict_median([x.get("latency_p99_ms") for x in xs], 5.0)),
             row("highest msg/s with complete delivery and p99 ≤ 50 ms", runs, "highest_ok_msg_per_s", 0, "report", ""),
-            row("highest msg/s with complete delivery (any latency)", runs, "highest_complete_msg_per_s", 0, "report", ""),
+            row("highest msg/s delivered in real time (any latency)", runs, "highest_kept_up_msg_per_s", 0, "report", ""),
             row("first msg/s at which delivery fell behind", runs, "fell_behind_msg_per_s", 0, "report", ""),
         ]
         text += ["Against the targets of issue 4:", "", table(rows), ""]
@@ -532,8 +556,10 @@ def fanout_section(runs, quick, nproc):
                     f" Measured per delivery, the server spends {srv_us:.1f} µs of CPU and connflood {cf_us:.1f} µs, so "
                     f"one message costs {conns * (srv_us + cf_us) / 1000:.1f} ms of CPU before its last recipient has "
                     f"read it: even with the {nproc} cores doing nothing else, in perfect parallel, the last delivery "
-                    f"of a message comes {floor:.1f} ms after it was sent. The 5 ms target is below that floor here. "
-                    f"Above it is queueing: messages arrive at random moments ({fmt(xs[0]['senders'], 0)} senders, "
+                    f"of a message comes {floor:.1f} ms after it was sent. "
+                    + ("The 5 ms target is at or below that floor here. " if floor >= 4.95 else
+                       "That floor is under the target; the p99 above it is ")
+                    + f"{'Above it is q' if floor >= 4.95 else 'q'}ueueing: messages arrive at random moments ({fmt(xs[0]['senders'], 0)} senders, "
                     "each on its own clock), and one that arrives while the previous fan-out is still going waits "
                     "for it"
                 )
@@ -554,10 +580,11 @@ def peers_section(runs):
         for x in r["servers"]:
             by_server.setdefault(x["server"], []).append(x)
     lines = [
-        "| server | deliveries/s | CPU s per million deliveries | server CPU, % of a core | connflood CPU, % of a core | p50 ms | p99 ms | max ms | complete delivery | runs |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| server | deliveries/s | CPU s per million deliveries | server CPU, % of a core | connflood CPU, % of a core | p50 ms | p99 ms | max ms | complete delivery | in real time | runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     medians = {}
+    from_client = False
     for kind in [k for k in PEER_NAMES if k in by_server]:
         xs = by_server[kind]
 
@@ -570,12 +597,20 @@ def peers_section(runs):
             for k in ("cpu_s_per_million", "latency_p99_ms", "latency_p50_ms")
         }
         complete = sum(1 for x in xs if x["complete"])
+        mark = " †" if any(x.get("deliveries_from") == "connflood" for x in xs) else ""
+        from_client = from_client or bool(mark)
         lines.append(
-            f"| {PEER_NAMES[kind]} | {cell('deliveries_per_s', 0)} | {cell('cpu_s_per_million', 2)} | "
+            f"| {PEER_NAMES[kind]} | {cell('deliveries_per_s', 0)}{mark} | {cell('cpu_s_per_million', 2)}{mark} | "
             f"{cell('server_cpu_pct', 0)} | {cell('connflood_cpu_pct_steady', 0)} | {cell('latency_p50_ms', 2)} | "
-            f"{cell('latency_p99_ms', 2)} | {cell('latency_max_ms', 1)} | {complete} of {len(xs)} runs | {len(xs)} |"
+            f"{cell('latency_p99_ms', 2)} | {cell('latency_max_ms', 1)} | {complete} of {len(xs)} runs | "
+            f"{sum(1 for x in xs if x['kept_up'])} of {len(xs)} runs | {len(xs)} |"
         )
-    text = ["Cells: median (min – max) over the runs.", "", "\n".join(lines), ""]
+    text = ["Cells: median (min – max) over the runs. *In real time*: at least 95 % of the offered deliveries/s in "
+            "the steady window.", "", "\n".join(lines), ""]
+    if from_client:
+        text += ["† This server did not answer `/metrics` within 2 s while under the load, so its deliveries are "
+                 "connflood's receive rate over the same window (its progress lines), and CPU per delivery is "
+                 "divided by those.", ""]
     ours, best = medians.get("websocket-server"), medians.get("uws-bun")
     if ours and best and best["cpu_s_per_million"]:
         def verdict(m):
@@ -597,7 +632,7 @@ def peers_section(runs):
     if ours and node and ours["cpu_s_per_million"]:
         text += [
             f"Against Node's `ws`, the stack it replaces: {node['cpu_s_per_million'] / ours['cpu_s_per_million']:.1f}× "
-            f"less CPU per delivery, p99 {ours['latency_p99_ms']:.2f} ms against {node['latency_p99_ms']:.2f} ms.",
+            f"less CPU per delivery, p99 {fmt(ours['latency_p99_ms'], 2)} ms against {fmt(node['latency_p99_ms'], 2)} ms.",
             "",
         ]
     return "\n".join(text)
@@ -633,9 +668,9 @@ def main():
             elif scen == "idle":
                 fig = idle_run(run_dir)
             elif scen == "peers":
-                fig = peers_run(run_dir)
+                fig = peers_run(run_dir, machine)
             else:
-                fig = fanout_run(run_dir)
+                fig = fanout_run(run_dir, machine)
             fig["run"] = int(run_dir.rsplit("-", 1)[1])
             with open(os.path.join(run_dir, "run.json"), "w") as f:
                 json.dump(fig, f, indent=2, sort_keys=True)
@@ -877,11 +912,11 @@ def render(results, machine, quick, figures, commands):
                 f"{fmt(p('fanout_skip'), 0)} s before {fmt(p('fanout_duration'), 0)} s of sending stop): deliveries from `/metrics` "
                 "`websocket_messages_delivered_total`, write syscalls from `websocket_write_syscalls_total`, server CPU "
                 "(utime + stime) from `/proc/PID/stat`; latency from connflood over the whole run. The rate rises until "
-                "delivery is incomplete or p99 exceeds 50 ms.", "",
+                "delivery falls behind: incomplete, or under 95 % of the offered deliveries/s in the steady window.", "",
                 "Targets (issue 4), one room of 2,000 at 100 msg/s (200,000 deliveries/s): complete delivery, server "
                 "CPU ≤ 2.0 s per million deliveries (peers: uWebSockets/Bun 2.4–2.8, tokio-tungstenite 3.5, Node `ws` "
                 "4.8), p99 ≤ 5 ms (peers: 7.5–8.5, 11–16, 130+); beyond that, the highest rate with complete delivery "
-                "and p99 ≤ 50 ms.", "",
+                "and p99 ≤ 50 ms, rising until delivery falls behind.", "",
                 fanout_section(figures["fanout"], quick, int(machine.get("nproc", 1)))]
     if "peers" in figures:
         out += ["## 3b. The same fan-out against peer servers", "",
@@ -894,8 +929,9 @@ def render(results, machine, quick, figures, commands):
                 "delivery counter — so they measure the transport at its cheapest. In each run every server meets "
                 "the same machine state, one after the other. "
                 f"Versions: Node.js {p('peer_node')}, Bun {p('peer_bun')}, ws {p('peer_ws')}.", "",
-                "The issue's peer figures (uWebSockets/Bun 2.4–2.8 s per million, p99 7.5–8.5 ms; Node `ws` 4.8, "
-                "p99 130+ ms) were measured with another client; these are with connflood, on this machine.", "",
+                "The issue quotes peer figures measured on machines of this kind (uWebSockets/Bun 2.4–2.8 s per "
+                "million, p99 7.5–8.5 ms; Node `ws` 4.8 s, p99 130+ ms) without the client that produced them; "
+                "these are with connflood, on this machine, in the same runs as websocket-server's.", "",
                 peers_section(figures["peers"])]
     if "roll" in figures:
         out += ["## 4. Rolling restart under load", "",
