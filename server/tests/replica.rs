@@ -157,25 +157,15 @@ fn history_and_resume_across_replicas_including_a_cold_one_and_mongodb() {
     // ... also one that never saw the room (loaded first), and deeper than
     // the ring of 10 (from MongoDB): the room's last 25, newest first.
     let d = replica("pod-d", &redis, Some(&mongo), &small_ring);
-    let (status, _, body) = http_get(d.port, "/history?room=h&limit=25");
-    assert_eq!(status, 200, "{body}");
-    let seqs: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (7..=31).rev().collect::<Vec<u64>>(), "a cold replica's /history");
-    let (_, _, body) = http_get(d.port, "/history?room=h&limit=25");
-    let again: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(again, seqs, "and once warm, deeper than its ring");
+    let history_seqs = || {
+        let (status, _, body) = http_get(d.port, "/history?room=h&limit=25");
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        list.as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<u64>>()
+    };
+    let expected: Vec<u64> = (7..=31).rev().collect();
+    assert_eq!(history_seqs(), expected, "a cold replica's /history");
+    assert_eq!(history_seqs(), expected, "and once warm, deeper than its ring");
 }
 
 #[test]
