@@ -29,6 +29,13 @@ impl Backoff {
         self.next_try.is_none_or(|t| Instant::now() >= t)
     }
 
+    /// Whether the last attempt failed: it is failing since a `failed()`,
+    /// until the next `succeeded()`. Callers log a dependency's state
+    /// changes once each by asking this before recording the attempt.
+    pub fn failing(&self) -> bool {
+        self.next_try.is_some()
+    }
+
     /// Time until an attempt may be made.
     pub fn remaining(&self) -> Duration {
         self.next_try.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
@@ -62,18 +69,18 @@ mod tests {
     #[test]
     fn doubles_with_jitter_up_to_the_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        assert!(b.ready());
+        assert!(b.ready() && !b.failing());
         let mut waits = Vec::new();
         for _ in 0..6 {
             waits.push(b.failed());
         }
-        assert!(!b.ready());
+        assert!(!b.ready() && b.failing());
         let bounds = [100, 200, 400, 800, 800, 800];
         for (w, max) in waits.iter().zip(bounds) {
             assert!(*w >= Duration::from_millis(max / 2) && *w <= Duration::from_millis(max), "{w:?} vs {max}");
         }
         b.succeeded();
-        assert!(b.ready());
+        assert!(b.ready() && !b.failing());
         assert!(b.failed() <= Duration::from_millis(100));
     }
 }

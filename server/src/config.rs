@@ -279,13 +279,11 @@ impl Config {
         // A chat frame is at most ~6 × MAX_CHAT_BYTES (JSON escapes a control
         // character as \u00XX) plus its other fields; a client must be able to
         // hold two of them, or one broadcast would close every member.
-        if config.max_outbound_bytes < 2 * (6 * config.max_chat_bytes + 1024) {
+        let two_frames = 2 * (6 * config.max_chat_bytes + 1024);
+        if config.max_outbound_bytes < two_frames {
             return Err(invalid(
                 "MAX_OUTBOUND_BYTES",
-                &format!(
-                    "must hold two of the largest chat frames: at least {}",
-                    2 * (6 * config.max_chat_bytes + 1024)
-                ),
+                &format!("must hold two of the largest chat frames: at least {two_frames}"),
             ));
         }
         if config.pod_name.len() > 253 || config.pod_name.chars().any(|c| c.is_control()) {

@@ -172,16 +172,13 @@ fn a_resend_with_the_same_client_id_is_published_once() {
     let (mut a, _) = join(&server, "room=once&name=ana");
     let (mut watcher, _) = join(&server, "room=once");
     let (mut other_room, _) = join(&server, "room=elsewhere");
-    let frame = |text: &str, cid: &str| {
-        tungstenite::Message::text(format!(r#"{{"type":"chat","message":"{text}","clientId":"{cid}"}}"#))
-    };
-    a.send(frame("first", "k-1")).unwrap();
+    send_chat_with_id(&mut a, "first", "k-1");
     // The page lost its connection before the echo: it resends on a new one.
     let (mut a2, _) = join(&server, "room=once&name=ana");
-    a2.send(frame("first", "k-1")).unwrap();
-    a2.send(frame("second", "k-2")).unwrap();
+    send_chat_with_id(&mut a2, "first", "k-1");
+    send_chat_with_id(&mut a2, "second", "k-2");
     // The same clientId in another room is another message.
-    other_room.send(frame("elsewhere", "k-1")).unwrap();
+    send_chat_with_id(&mut other_room, "elsewhere", "k-1");
     let first = recv_json(&mut watcher);
     assert_eq!((first["seq"].as_u64(), first["message"].as_str()), (Some(1), Some("first")));
     assert_eq!(first["clientId"], "k-1", "the chat frame carries the sender's clientId");

@@ -299,16 +299,13 @@ fn a_resend_through_another_replica_is_published_and_stored_once() {
     let mongo = MongoWire::start();
     let a = replica("pod-a", &redis, Some(&mongo), &[]);
     let b = replica("pod-b", &redis, Some(&mongo), &[]);
-    let frame = |text: &str, cid: &str| {
-        tungstenite::Message::text(format!(r#"{{"type":"chat","message":"{text}","clientId":"{cid}"}}"#))
-    };
     let (mut watcher, _) = join(&b, "room=dup");
     let (mut on_a, _) = join(&a, "room=dup");
-    on_a.send(frame("hello", "r-1")).unwrap();
+    send_chat_with_id(&mut on_a, "hello", "r-1");
     // The client lost pod-a before the echo and resends through pod-b.
     let (mut on_b, _) = join(&b, "room=dup");
-    on_b.send(frame("hello", "r-1")).unwrap();
-    on_b.send(frame("next", "r-2")).unwrap();
+    send_chat_with_id(&mut on_b, "hello", "r-1");
+    send_chat_with_id(&mut on_b, "next", "r-2");
     let got = recv_chats(&mut watcher, 2);
     assert_eq!(got, vec![(1, "hello".to_string()), (2, "next".to_string())], "hello once, then next");
     await_stored(&mongo, "dup", &BTreeSet::from([1, 2]), Duration::from_secs(20));

@@ -301,6 +301,17 @@ def median_range(values, digits=1):
     return fmt(med, digits), (fmt(lo, digits) if lo == hi else f"{fmt(lo, digits)} – {fmt(hi, digits)}")
 
 
+def median_cell(xs, key, digits=1):
+    """A table cell over runs `xs`: the median of `key`, with its range when the runs differ."""
+    med, rng = median_range([x.get(key) for x in xs], digits)
+    return med if rng == med else f"{med} ({rng})"
+
+
+def runs_cell(xs, key):
+    """How many of the runs `xs` have `key` true: "N of M runs"."""
+    return f"{sum(1 for x in xs if x[key])} of {len(xs)} runs"
+
+
 def verdict_max(values, limit):
     """Met when every run is at or below limit."""
     vals = [v for v in values if v is not None]
@@ -492,17 +503,12 @@ def fanout_section(runs, quick, nproc):
     for senders in sorted(by_rate):
         xs = by_rate[senders]
 
-        def cell(key, digits=1):
-            med, rng = median_range([x.get(key) for x in xs], digits)
-            return med if rng == med else f"{med} ({rng})"
-
-        complete = sum(1 for x in xs if x["complete"])
         lines.append(
-            f"| {fmt(xs[0]['msg_per_s'], 0)} | {cell('deliveries_per_s', 0)} | {cell('cpu_s_per_million', 2)} | "
-            f"{cell('deliveries_per_write', 2)} | {cell('server_cpu_pct', 0)} | {cell('connflood_cpu_pct_steady', 0)} | "
-            f"{cell('machine_busy_pct_steady', 0)} | {cell('latency_p50_ms', 2)} | "
-            f"{cell('latency_p99_ms', 2)} | {cell('latency_max_ms', 1)} | {complete} of {len(xs)} runs | "
-            f"{sum(1 for x in xs if x['kept_up'])} of {len(xs)} runs | {len(xs)} |"
+            f"| {fmt(xs[0]['msg_per_s'], 0)} | {median_cell(xs, 'deliveries_per_s', 0)} | {median_cell(xs, 'cpu_s_per_million', 2)} | "
+            f"{median_cell(xs, 'deliveries_per_write', 2)} | {median_cell(xs, 'server_cpu_pct', 0)} | {median_cell(xs, 'connflood_cpu_pct_steady', 0)} | "
+            f"{median_cell(xs, 'machine_busy_pct_steady', 0)} | {median_cell(xs, 'latency_p50_ms', 2)} | "
+            f"{median_cell(xs, 'latency_p99_ms', 2)} | {median_cell(xs, 'latency_max_ms', 1)} | {runs_cell(xs, 'complete')} | "
+            f"{runs_cell(xs, 'kept_up')} | {len(xs)} |"
         )
     text = ["Cells: median (min – max) over the runs that reached that rate. *In real time*: at least 95 % of the "
             "offered deliveries/s in the steady window (a rate can be complete only because the backlog drained "
@@ -513,7 +519,7 @@ def fanout_section(runs, quick, nproc):
         at = f"at {fmt(xs[0]['msg_per_s'], 0)} msg/s"
         rows = [
             (f"complete delivery {at} ({fmt(xs[0]['msg_per_s'] * xs[0]['connections_target'], 0)} deliveries/s)",
-             f"{sum(1 for x in xs if x['complete'])} of {len(xs)} runs", "", "all runs",
+             runs_cell(xs, "complete"), "", "all runs",
              "met" if all(x["complete"] for x in xs) else "**missed**"),
             row(f"server CPU s per million deliveries {at}", xs, "cpu_s_per_million", 2, "≤ 2.0",
                 verdict_median([x.get("cpu_s_per_million") for x in xs], 2.0)),
@@ -588,22 +594,17 @@ def peers_section(runs):
     for kind in [k for k in PEER_NAMES if k in by_server]:
         xs = by_server[kind]
 
-        def cell(key, digits=1):
-            med, rng = median_range([x.get(key) for x in xs], digits)
-            return med if rng == med else f"{med} ({rng})"
-
         medians[kind] = {
             k: statistics.median([x[k] for x in xs if x.get(k) is not None] or [0])
             for k in ("cpu_s_per_million", "latency_p99_ms", "latency_p50_ms")
         }
-        complete = sum(1 for x in xs if x["complete"])
         mark = " †" if any(x.get("deliveries_from") == "connflood" for x in xs) else ""
         from_client = from_client or bool(mark)
         lines.append(
-            f"| {PEER_NAMES[kind]} | {cell('deliveries_per_s', 0)}{mark} | {cell('cpu_s_per_million', 2)}{mark} | "
-            f"{cell('server_cpu_pct', 0)} | {cell('connflood_cpu_pct_steady', 0)} | {cell('latency_p50_ms', 2)} | "
-            f"{cell('latency_p99_ms', 2)} | {cell('latency_max_ms', 1)} | {complete} of {len(xs)} runs | "
-            f"{sum(1 for x in xs if x['kept_up'])} of {len(xs)} runs | {len(xs)} |"
+            f"| {PEER_NAMES[kind]} | {median_cell(xs, 'deliveries_per_s', 0)}{mark} | {median_cell(xs, 'cpu_s_per_million', 2)}{mark} | "
+            f"{median_cell(xs, 'server_cpu_pct', 0)} | {median_cell(xs, 'connflood_cpu_pct_steady', 0)} | {median_cell(xs, 'latency_p50_ms', 2)} | "
+            f"{median_cell(xs, 'latency_p99_ms', 2)} | {median_cell(xs, 'latency_max_ms', 1)} | {runs_cell(xs, 'complete')} | "
+            f"{runs_cell(xs, 'kept_up')} | {len(xs)} |"
         )
     text = ["Cells: median (min – max) over the runs. *In real time*: at least 95 % of the offered deliveries/s in "
             "the steady window.", "", "\n".join(lines), ""]

@@ -105,7 +105,8 @@ const CLIENT_IDS_MAX: usize = 100_000;
 /// remembered for `ttl`, and at most `max` of them (the oldest go first).
 #[derive(Debug)]
 pub struct ClientIds {
-    seqs: HashMap<(Arc<str>, Box<str>), u64>,
+    /// Room → client id → seq (looked up by `&str`, without allocating).
+    rooms: HashMap<Arc<str>, HashMap<Box<str>, u64>>,
     /// Insertion order, for expiry.
     order: VecDeque<(Instant, Arc<str>, Box<str>)>,
     max: usize,
@@ -115,13 +116,13 @@ pub struct ClientIds {
 impl ClientIds {
     /// Remembers at most `max` ids, each for `ttl`.
     pub fn new(max: usize, ttl: Duration) -> ClientIds {
-        ClientIds { seqs: HashMap::new(), order: VecDeque::new(), max, ttl }
+        ClientIds { rooms: HashMap::new(), order: VecDeque::new(), max, ttl }
     }
 
     /// The seq `client_id` was given in `room`, if it is still remembered.
-    pub fn get(&mut self, room: &Arc<str>, client_id: &str) -> Option<u64> {
+    pub fn get(&mut self, room: &str, client_id: &str) -> Option<u64> {
         self.expire(Instant::now());
-        self.seqs.get(&(room.clone(), Box::from(client_id))).copied()
+        self.rooms.get(room)?.get(client_id).copied()
     }
 
     /// Remembers that `client_id` was given `seq` in `room`.
@@ -131,9 +132,8 @@ impl ClientIds {
         while self.order.len() >= self.max {
             self.forget_oldest();
         }
-        let key = (room.clone(), Box::<str>::from(client_id));
-        if self.seqs.insert(key.clone(), seq).is_none() {
-            self.order.push_back((now, key.0, key.1));
+        if self.rooms.entry(room.clone()).or_default().insert(Box::from(client_id), seq).is_none() {
+            self.order.push_back((now, room.clone(), Box::from(client_id)));
         }
     }
 
@@ -144,8 +144,12 @@ impl ClientIds {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some((_, room, id)) = self.order.pop_front() {
-            self.seqs.remove(&(room, id));
+        let Some((_, room, id)) = self.order.pop_front() else { return };
+        if let Some(ids) = self.rooms.get_mut(&room) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.rooms.remove(&room);
+            }
         }
     }
 }

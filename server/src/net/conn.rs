@@ -172,10 +172,12 @@ impl Conn {
         }
     }
 
-    /// The `since` of a chat session still waiting to join (not joined, not closing).
-    pub fn chat_since(&self) -> Option<u64> {
+    /// The room and `since` of a resume still waiting to join (not joined, not closing).
+    pub fn waiting_resume(&self) -> Option<(&str, u64)> {
         match &self.phase {
-            Phase::Ws { service: Service::Chat(c), .. } if !c.joined && !self.has(flag::CLOSE_SENT) => c.since,
+            Phase::Ws { service: Service::Chat(c), .. } if !c.joined && !self.has(flag::CLOSE_SENT) => {
+                c.since.map(|s| (&*c.room, s))
+            }
             _ => None,
         }
     }

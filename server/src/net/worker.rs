@@ -107,8 +107,8 @@ pub struct Worker {
     /// Connections over their outbound bound, closed after the current fan-out.
     slow: Vec<usize>,
     /// Resumes waiting for this pod to catch up with their `since`:
-    /// (key, connection id, room, deadline), see [`Worker::complete_join`].
-    catching_up: Vec<(usize, u64, Arc<str>, u32)>,
+    /// (key, connection id, deadline), see [`Worker::complete_join`].
+    catching_up: Vec<(usize, u64, u32)>,
     state: Arc<ServerState>,
     /// Seconds since the process started (coarse clock for deadlines).
     now: u32,
@@ -615,7 +615,9 @@ impl Worker {
         }
         let behind = chat.since.is_some_and(|s| s > state.history.last_seq(&chat.room));
         if behind && !waited && state.history.backing() != Backing::Memory {
-            self.catching_up.push((key, conn_id, chat.room.clone(), now + CATCH_UP_SECS));
+            // `older` (from MongoDB) is below the ring, so below `since`:
+            // nothing of it is sent after the wait either.
+            self.catching_up.push((key, conn_id, now + CATCH_UP_SECS));
             return;
         }
         let snap = state.history.snapshot(&chat.room, chat.since, state.config.history_on_join, older);
@@ -988,12 +990,13 @@ impl Worker {
         let now = self.now;
         let mut ready = Vec::new();
         let conns = &self.conns;
-        self.catching_up.retain(|(key, conn_id, room, deadline)| {
-            let Some(since) = conns.get(*key).filter(|c| c.id == *conn_id).and_then(|c| c.chat_since()) else {
+        self.catching_up.retain(|(key, conn_id, deadline)| {
+            let Some((room, since)) = conns.get(*key).filter(|c| c.id == *conn_id).and_then(|c| c.waiting_resume())
+            else {
                 return false; // gone, or closed meanwhile
             };
             let done = match reached {
-                Some((r, seq)) => &**room == r && seq >= since,
+                Some((r, seq)) => room == r && seq >= since,
                 None => now >= *deadline,
             };
             if done {

@@ -90,7 +90,6 @@ pub fn spawn(
         unresolved: VecDeque::new(),
         stopping: false,
         ever_connected: false,
-        down_logged: false,
     };
     std::thread::Builder::new().name("redis-publisher".into()).spawn(move || publisher.run())
 }
@@ -113,8 +112,6 @@ struct Publisher {
     unresolved: VecDeque<(ChatMessage, Instant)>,
     stopping: bool,
     ever_connected: bool,
-    /// The outage in progress has been logged (once per state change).
-    down_logged: bool,
 }
 
 impl Publisher {
@@ -175,11 +172,10 @@ impl Publisher {
             m.redis_errors.fetch_add(1, Relaxed);
             m.redis_publisher_up.store(0, Relaxed);
             self.con = None;
-            self.backoff.failed();
-            if !self.down_logged {
+            if !self.backoff.failing() {
                 log::warn!("Redis publisher lost its connection ({}); reconnecting with backoff", one_line(&e));
-                self.down_logged = true;
             }
+            self.backoff.failed();
         }
     }
 
@@ -216,7 +212,6 @@ impl Publisher {
                 self.con = Some(c);
                 self.sha = sha;
                 self.backoff.succeeded();
-                self.down_logged = false;
                 m.redis_publisher_up.store(1, Relaxed);
                 if self.ever_connected {
                     m.redis_reconnects.fetch_add(1, Relaxed);
@@ -230,13 +225,13 @@ impl Publisher {
             Err(e) => {
                 m.redis_errors.fetch_add(1, Relaxed);
                 m.redis_publisher_up.store(0, Relaxed);
+                let first = !self.backoff.failing();
                 let wait = self.backoff.failed();
-                if !self.down_logged {
+                if first {
                     log::warn!(
                         "Redis publisher cannot connect ({}); retrying with backoff (next in {wait:?})",
                         one_line(&e)
                     );
-                    self.down_logged = true;
                 }
             }
         }
@@ -318,14 +313,14 @@ impl Publisher {
                 m.redis_errors.fetch_add(1, Relaxed);
                 m.redis_publisher_up.store(0, Relaxed);
                 self.con = None;
+                let first = !self.backoff.failing();
                 let wait = self.backoff.failed();
-                if !self.down_logged {
+                if first {
                     log::warn!(
                         "Redis publish failed ({}); holding {} messages, retrying in {wait:?}",
                         one_line(&e),
                         batch.len()
                     );
-                    self.down_logged = true;
                 }
                 for mut h in batch.into_iter().rev() {
                     h.in_doubt = true;

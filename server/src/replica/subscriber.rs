@@ -48,7 +48,6 @@ pub fn spawn(state: Arc<ServerState>, client: redis::Client, stop: Arc<AtomicBoo
         stop,
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         ever_connected: false,
-        down_logged: false,
     };
     std::thread::Builder::new().name("redis-subscriber".into()).spawn(move || sub.run())
 }
@@ -59,7 +58,6 @@ struct Subscriber {
     stop: Arc<AtomicBool>,
     backoff: Backoff,
     ever_connected: bool,
-    down_logged: bool,
 }
 
 impl Subscriber {
@@ -75,13 +73,13 @@ impl Subscriber {
                     let m = &self.state.metrics.backend;
                     m.redis_errors.fetch_add(1, Relaxed);
                     m.redis_subscriber_up.store(0, Relaxed);
+                    let first = !self.backoff.failing();
                     let wait = self.backoff.failed();
-                    if !self.down_logged {
+                    if first {
                         log::warn!(
                             "Redis subscription lost ({}); resubscribing with backoff (next in {wait:?})",
                             one_line(&e)
                         );
-                        self.down_logged = true;
                     }
                 }
             }
@@ -106,7 +104,6 @@ impl Subscriber {
             log::info!("Redis subscription on {CHANNEL} established");
         }
         self.ever_connected = true;
-        self.down_logged = false;
         self.backoff.succeeded();
         // Messages published from here on are buffered on the subscription;
         // anything missed before it is found by comparing counters.

@@ -74,16 +74,8 @@ pub fn spawn(
     mongo: Option<Mongo>,
 ) -> std::io::Result<JoinHandle<()>> {
     let backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut loader = Loader {
-        state,
-        redis,
-        redis_con: None,
-        redis_backoff: backoff(),
-        redis_down: false,
-        mongo,
-        mongo_backoff: backoff(),
-        mongo_down: false,
-    };
+    let mut loader =
+        Loader { state, redis, redis_con: None, redis_backoff: backoff(), mongo, mongo_backoff: backoff() };
     std::thread::Builder::new().name("history-loader".into()).spawn(move || {
         for req in rx.iter() {
             loader.handle(req);
@@ -95,13 +87,11 @@ struct Loader {
     state: Arc<ServerState>,
     redis: Option<redis::Client>,
     redis_con: Option<redis::Connection>,
+    /// Also the Redis state for the logs: a failure and the recovery are
+    /// logged once each ([`Backoff::failing`]); likewise for MongoDB.
     redis_backoff: Backoff,
-    /// A Redis failure was logged; the next success logs the recovery.
-    redis_down: bool,
     mongo: Option<Mongo>,
     mongo_backoff: Backoff,
-    /// A MongoDB failure was logged; the next success logs the recovery.
-    mongo_down: bool,
 }
 
 impl Loader {
@@ -162,10 +152,10 @@ impl Loader {
             redis::cmd("LRANGE").arg(replica::history_key(room)).arg(-(ring as i64)).arg(-1).query(con);
         match result {
             Ok(items) => {
-                self.redis_backoff.succeeded();
-                if std::mem::take(&mut self.redis_down) {
+                if self.redis_backoff.failing() {
                     log::info!("history loader: Redis answers again");
                 }
+                self.redis_backoff.succeeded();
                 Some(
                     items
                         .iter()
@@ -185,10 +175,10 @@ impl Loader {
 
     fn redis_failed(&mut self, e: &redis::RedisError) {
         self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
-        self.redis_backoff.failed();
-        if !std::mem::replace(&mut self.redis_down, true) {
+        if !self.redis_backoff.failing() {
             log::warn!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e));
         }
+        self.redis_backoff.failed();
     }
 
     fn mongo_recent(&mut self, room: &str, n: usize) -> Option<Vec<Entry>> {
@@ -207,18 +197,18 @@ impl Loader {
         }
         match op() {
             Ok(v) => {
-                self.mongo_backoff.succeeded();
-                if std::mem::take(&mut self.mongo_down) {
+                if self.mongo_backoff.failing() {
                     log::info!("history loader: MongoDB answers again");
                 }
+                self.mongo_backoff.succeeded();
                 Some(v)
             }
             Err(e) => {
                 self.state.metrics.backend.mongo_errors.fetch_add(1, Relaxed);
-                self.mongo_backoff.failed();
-                if !std::mem::replace(&mut self.mongo_down, true) {
+                if !self.mongo_backoff.failing() {
                     log::warn!("history loader: MongoDB read failed ({}); retrying with backoff", one_line(&e));
                 }
+                self.mongo_backoff.failed();
                 None
             }
         }

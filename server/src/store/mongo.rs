@@ -187,7 +187,6 @@ impl Writer {
         let m = &self.state.metrics.backend;
         let mut indexed = false;
         let mut batch: Vec<ChatMessage> = Vec::new();
-        let mut healthy = true;
         let mut closed = false;
         loop {
             if !indexed && self.backoff.ready() {
@@ -198,11 +197,10 @@ impl Writer {
                     }
                     Err(e) => {
                         m.mongo_errors.fetch_add(1, Relaxed);
-                        self.backoff.failed();
-                        if healthy {
+                        if !self.backoff.failing() {
                             log::warn!("MongoDB unavailable ({}); retrying with backoff", one_line(&e));
-                            healthy = false;
                         }
+                        self.backoff.failed();
                     }
                 }
             }
@@ -245,17 +243,17 @@ impl Writer {
                     m.mongo_written.fetch_add(batch.len() as u64, Relaxed);
                     m.mongo_queue.fetch_sub(batch.len() as i64, Relaxed);
                     batch.clear();
-                    self.backoff.succeeded();
-                    if !healthy {
+                    if self.backoff.failing() {
                         log::info!("MongoDB writes resumed");
-                        healthy = true;
                     }
+                    self.backoff.succeeded();
                 }
                 Err(e) => {
                     m.mongo_errors.fetch_add(1, Relaxed);
                     m.mongo_retried.fetch_add(1, Relaxed);
+                    let first = !self.backoff.failing();
                     let wait = self.backoff.failed();
-                    if healthy {
+                    if first {
                         log::warn!(
                             "MongoDB write of {} messages failed ({}); retrying in {:?}, queue {}",
                             batch.len(),
@@ -263,7 +261,6 @@ impl Writer {
                             wait,
                             self.rx.len()
                         );
-                        healthy = false;
                     }
                 }
             }

@@ -177,6 +177,12 @@ pub fn send_chat(ws: &mut Ws, message: &str) {
     ws.send(Message::text(frame)).expect("send");
 }
 
+/// Sends a chat message with the client's own `clientId`.
+pub fn send_chat_with_id(ws: &mut Ws, message: &str, client_id: &str) {
+    let frame = serde_json::json!({"type": "chat", "message": message, "clientId": client_id}).to_string();
+    ws.send(Message::text(frame)).expect("send");
+}
+
 /// Reads chat frames until `n` have arrived; returns their seqs and texts.
 pub fn recv_chats(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
     let mut out = Vec::new();
