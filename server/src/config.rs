@@ -31,6 +31,11 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
     EnvVar { name: "BIND_ADDR", default: "0.0.0.0", help: "address to listen on" },
     EnvVar {
+        name: "ADMIN_PORT",
+        default: "",
+        help: "TCP port for /health, /ready and /metrics only; when set, /metrics is no longer answered on PORT",
+    },
+    EnvVar {
         name: "WORKERS",
         default: "available cores",
         help: "event-loop threads, each with its own listener (SO_REUSEPORT) and connections",
@@ -153,6 +158,9 @@ pub struct Config {
     pub port: u16,
     /// Address to listen on.
     pub bind_addr: IpAddr,
+    /// Port of the operator endpoints (/health, /ready, /metrics); `None`:
+    /// they are on `port` with everything else.
+    pub admin_port: Option<u16>,
     /// Number of event-loop threads.
     pub workers: usize,
     /// WebSocket connections allowed in this process.
@@ -242,6 +250,7 @@ impl Config {
         let config = Config {
             port: parse(&get, "PORT", 8080)?,
             bind_addr: parse(&get, "BIND_ADDR", IpAddr::from([0, 0, 0, 0]))?,
+            admin_port: get("ADMIN_PORT").map(|_| parse(&get, "ADMIN_PORT", 0)).transpose()?,
             workers: at_least(1, "WORKERS", parse(&get, "WORKERS", workers_default)?)?,
             max_connections: at_least(1, "MAX_CONNECTIONS", parse(&get, "MAX_CONNECTIONS", max_conn_default)?)?,
             max_message_bytes: at_least(125, "MAX_MESSAGE_BYTES", parse(&get, "MAX_MESSAGE_BYTES", 65_536)?)?,
@@ -267,6 +276,9 @@ impl Config {
             mongo_uri,
             mongo_queue_max: at_least(1, "MONGO_QUEUE_MAX", parse(&get, "MONGO_QUEUE_MAX", 100_000)?)?,
         };
+        if config.admin_port.is_some_and(|p| p != 0 && p == config.port) {
+            return Err(invalid("ADMIN_PORT", "must differ from PORT"));
+        }
         if !(config.rate_limit > 0.0 && config.rate_limit.is_finite()) {
             return Err(invalid("RATE_LIMIT", "must be a positive number"));
         }
@@ -295,13 +307,14 @@ impl Config {
     /// The effective configuration as one log line (secrets in URLs masked).
     pub fn summary(&self) -> String {
         format!(
-            "pod={} listen={}:{} workers={} max_connections={} max_message_bytes={} max_chat_bytes={} \
+            "pod={} listen={}:{} admin={} workers={} max_connections={} max_message_bytes={} max_chat_bytes={} \
              max_outbound_bytes={} max_request_bytes={} handshake_timeout={}s ping_interval={}s rate={}/s burst={} \
              history_on_join={} history_ring={} history_max_bytes={} echo_route={} origins={} drain_delay={}s \
              drain_window={}s redis={} mongo={} mongo_queue_max={} log_level={}",
             self.pod_name,
             self.bind_addr,
             self.port,
+            self.admin_port.map_or("off".to_string(), |p| format!("{}:{p}", self.bind_addr)),
             self.workers,
             self.max_connections,
             self.max_message_bytes,
@@ -470,6 +483,10 @@ mod tests {
         assert_eq!(config(&[("MONGO_URI", "localhost")]).unwrap_err().name, "MONGO_URI");
         assert_eq!(config(&[("HISTORY_ON_JOIN", "2000")]).unwrap_err().name, "HISTORY_ON_JOIN");
         assert_eq!(config(&[("LOG_LEVEL", "loud")]).unwrap_err().name, "LOG_LEVEL");
+        assert_eq!(config(&[("ADMIN_PORT", "metrics")]).unwrap_err().name, "ADMIN_PORT");
+        assert_eq!(config(&[("PORT", "8080"), ("ADMIN_PORT", "8080")]).unwrap_err().name, "ADMIN_PORT");
+        assert_eq!(config(&[("ADMIN_PORT", "9090")]).unwrap().admin_port, Some(9090));
+        assert_eq!(config(&[("ADMIN_PORT", "")]).unwrap().admin_port, None, "blank counts as unset");
     }
 
     #[test]

@@ -60,6 +60,7 @@ const LOADER_QUEUE_MAX: usize = 65_536;
 pub struct Server {
     state: Arc<ServerState>,
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     workers: Vec<JoinHandle<()>>,
     /// Each worker sends its index here when its loop ends.
     worker_done: Receiver<usize>,
@@ -76,6 +77,16 @@ impl Server {
     pub fn start(config: Config) -> io::Result<Server> {
         let listeners = listener::bind(config.bind_addr, config.port, config.workers)?;
         let local_addr = listeners[0].local_addr()?;
+        // The operator endpoints' port: served by the same workers, on
+        // listeners of their own (net/worker.rs; docs/architecture.md).
+        let admin_listeners: Vec<Option<_>> = match config.admin_port {
+            Some(port) => listener::bind(config.bind_addr, port, config.workers)?.into_iter().map(Some).collect(),
+            None => (0..config.workers).map(|_| None).collect(),
+        };
+        let admin_addr = match admin_listeners.first() {
+            Some(Some(l)) => Some(l.local_addr()?),
+            _ => None,
+        };
         let mut polls = Vec::new();
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -137,25 +148,44 @@ impl Server {
 
         let (done_tx, worker_done) = crossbeam_channel::unbounded();
         let mut workers = Vec::new();
-        for (i, ((poll, listener), inbox)) in polls.into_iter().zip(listeners).zip(receivers).enumerate() {
-            let worker = Worker::new(i, poll, listener, inbox, state.clone())?;
+        let listeners = listeners.into_iter().zip(admin_listeners);
+        for (i, ((poll, listeners), inbox)) in polls.into_iter().zip(listeners).zip(receivers).enumerate() {
+            let worker = Worker::new(i, poll, listeners, inbox, state.clone())?;
             let done = done_tx.clone();
             workers.push(std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
                 worker.run();
                 let _ = done.send(i);
             })?);
         }
+        let admin = match admin_addr {
+            Some(addr) => format!("; /health, /ready and /metrics on admin port {addr}"),
+            None => String::new(),
+        };
         log::info!(
-            "listening on {local_addr} with {} workers; pod {}; mode {mode}; history in {storage}",
+            "listening on {local_addr} with {} workers{admin}; pod {}; mode {mode}; history in {storage}",
             state.config.workers,
             state.config.pod_name
         );
-        Ok(Server { state, local_addr, workers, worker_done, sequencer: Some(sequencer), subscriber, writer })
+        Ok(Server {
+            state,
+            local_addr,
+            admin_addr,
+            workers,
+            worker_done,
+            sequencer: Some(sequencer),
+            subscriber,
+            writer,
+        })
     }
 
     /// The address the listeners are bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the admin listeners (`ADMIN_PORT`), if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The shared state (for embedding and tests).

@@ -11,6 +11,10 @@
 //! | `/metrics` | Prometheus text |
 //! | `/stats` | the original server's JSON figures |
 //! | `/history` | a room's last messages, newest first |
+//!
+//! With `ADMIN_PORT` set ([`route_on`]), a connection accepted on the admin
+//! listener reaches `/health`, `/ready` and `/metrics` only, and a
+//! connection on the public port no longer reaches `/metrics` (404).
 
 use super::assets;
 use super::query::{history_params, join_params, JoinParams};
@@ -51,6 +55,31 @@ pub enum UpgradeKind {
     Chat(JoinParams),
     /// Raw echo, for conformance testing.
     Echo,
+}
+
+/// The listener a connection was accepted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `PORT`: clients.
+    Public,
+    /// `ADMIN_PORT`: the kubelet's probes and Prometheus.
+    Admin,
+}
+
+/// Paths a connection accepted on the admin listener may reach.
+const ADMIN_PATHS: &[&str] = &["/health", "/ready", "/metrics"];
+
+/// Decides what to do with `head` arriving on `listener`: 404 for a path
+/// that listener does not serve, otherwise [`route`].
+pub fn route_on(listener: Listener, head: &Head<'_>, state: &ServerState) -> Route {
+    let reachable = match listener {
+        Listener::Admin => ADMIN_PATHS.contains(&head.path),
+        Listener::Public => state.config.admin_port.is_none() || head.path != "/metrics",
+    };
+    if !reachable {
+        return Route::Respond(Response::text(404, ""));
+    }
+    route(head, state)
 }
 
 /// Decides what to do with `head`.

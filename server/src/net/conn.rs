@@ -56,6 +56,8 @@ pub mod flag {
     pub const PEER_EOF: u16 = 1 << 11;
     /// Over the outbound bound: to be closed as a slow consumer after the fan-out.
     pub const SLOW: u16 = 1 << 12;
+    /// Accepted on the admin listener (`ADMIN_PORT`): operator endpoints only.
+    pub const ADMIN: u16 = 1 << 13;
 }
 
 /// A chat session's state.

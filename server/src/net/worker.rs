@@ -15,6 +15,13 @@
 //!
 //! Every handler for one connection runs under `catch_unwind`: a panic
 //! closes that connection and is counted; the worker goes on.
+//!
+//! With `ADMIN_PORT` set, each worker also owns a listener on that port
+//! (SO_REUSEPORT, like the public one). Its connections carry the ADMIN
+//! flag and go through the same HTTP code, restricted to the operator
+//! endpoints ([`routes::route_on`]); it stays open while the worker drains,
+//! so the kubelet's probes keep their answers (`/health` 200, `/ready` 503)
+//! until the worker's last client is closed.
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -36,7 +43,7 @@ use crate::chat::rooms::RoomIndex;
 use crate::clock;
 use crate::http::request::parse_head;
 use crate::http::response::Response;
-use crate::http::routes::{self, Route, UpgradeKind};
+use crate::http::routes::{self, Listener, Route, UpgradeKind};
 use crate::http::upgrade;
 use crate::hub::inbox::{Inbox, ToWorker};
 use crate::hub::{HubCommand, Origin, Publish};
@@ -49,6 +56,8 @@ use crate::ws::{encoder, Control, Data, Limits, Message, OpCode, Role, WsError};
 pub const LISTENER: Token = Token(usize::MAX - 1);
 /// Token of the inbox waker.
 pub const WAKER: Token = Token(usize::MAX - 2);
+/// Token of the admin listener (`ADMIN_PORT`).
+pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
 
 /// Size of the per-worker read buffer lent to each connection as it reads.
 const SCRATCH_LEN: usize = 64 * 1024;
@@ -86,8 +95,11 @@ pub struct Worker {
     poll: Poll,
     /// `None` once draining closed it.
     listener: Option<TcpListener>,
+    /// The `ADMIN_PORT` listener, if configured; open until the worker stops.
+    admin: Option<TcpListener>,
     /// accept() failed for lack of descriptors: retry on the tick.
-    accept_paused: bool,
+    /// Per listener (public, admin).
+    accept_paused: [bool; 2],
     conns: Slab<Conn>,
     rooms: RoomIndex,
     inbox: Inbox,
@@ -127,17 +139,21 @@ impl Worker {
     pub fn new(
         index: usize,
         poll: Poll,
-        mut listener: TcpListener,
+        (mut listener, mut admin): (TcpListener, Option<TcpListener>),
         inbox: Inbox,
         state: Arc<ServerState>,
     ) -> io::Result<Worker> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(admin) = &mut admin {
+            poll.registry().register(admin, ADMIN_LISTENER, Interest::READABLE)?;
+        }
         let limits = Limits { role: Role::Server, max_message: state.config.max_message_bytes };
         Ok(Worker {
             index,
             poll,
             listener: Some(listener),
-            accept_paused: false,
+            admin,
+            accept_paused: [false; 2],
             conns: Slab::with_capacity(1024),
             rooms: RoomIndex::new(),
             inbox,
@@ -178,7 +194,8 @@ impl Worker {
             self.update_clock();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_all(Listener::Public),
+                    ADMIN_LISTENER => self.accept_all(Listener::Admin),
                     WAKER => self.inbox.clear_notified(),
                     Token(key) => {
                         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
@@ -227,9 +244,13 @@ impl Worker {
 
     // ------------------------------------------------------------ accepting
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, from: Listener) {
         loop {
-            let Some(listener) = &self.listener else { return };
+            let listener = match from {
+                Listener::Public => &self.listener,
+                Listener::Admin => &self.admin,
+            };
+            let Some(listener) = listener else { return };
             match listener.accept() {
                 Ok((mut socket, peer)) => {
                     self.metrics().accepted.fetch_add(1, Relaxed);
@@ -246,12 +267,15 @@ impl Worker {
                     }
                     let id = self.state.next_conn_id();
                     let handshake = self.state.config.handshake_timeout.as_secs() as u32;
-                    entry.insert(Conn::new(socket, id, self.now, handshake));
+                    let conn = entry.insert(Conn::new(socket, id, self.now, handshake));
+                    if from == Listener::Admin {
+                        conn.flags |= flag::ADMIN;
+                    }
                     self.metrics().http_connections.fetch_add(1, Relaxed);
                     log::trace!("accepted {peer} as connection {id}");
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_paused = false;
+                    self.accept_paused[from as usize] = false;
                     return;
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
@@ -259,14 +283,14 @@ impl Worker {
                     // EMFILE/ENFILE and the like: the backlog keeps the
                     // connections; the tick retries once descriptors free up.
                     self.metrics().accept_errors.fetch_add(1, Relaxed);
-                    if !self.accept_paused {
+                    if !self.accept_paused[from as usize] {
                         log::warn!(
                             "worker {}: accept failed ({e}) with {} connections open; retrying every second",
                             self.index,
                             self.conns.len()
                         );
                     }
-                    self.accept_paused = true;
+                    self.accept_paused[from as usize] = true;
                     return;
                 }
             }
@@ -459,7 +483,11 @@ impl Worker {
     // ------------------------------------------------------------ HTTP
 
     fn on_request(&mut self, key: usize, head: &crate::http::request::Head<'_>) {
-        match routes::route(head, &self.state) {
+        let from = match self.conns.get(key).is_some_and(|c| c.has(flag::ADMIN)) {
+            true => Listener::Admin,
+            false => Listener::Public,
+        };
+        match routes::route_on(from, head, &self.state) {
             Route::Respond(resp) => {
                 let keep_alive = head.keep_alive() && self.drain.is_none();
                 self.respond(key, resp, keep_alive, head.method == "HEAD");
@@ -1058,8 +1086,10 @@ impl Worker {
         for key in to_ping {
             self.queue_frame(key, Chunk::Shared(self.ping_frame.clone()));
         }
-        if self.accept_paused {
-            self.accept_all();
+        for from in [Listener::Public, Listener::Admin] {
+            if self.accept_paused[from as usize] {
+                self.accept_all(from);
+            }
         }
         if !self.catching_up.is_empty() {
             self.resume_caught_up(None);

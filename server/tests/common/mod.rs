@@ -96,6 +96,15 @@ impl Server {
         None
     }
 
+    /// The admin port (`ADMIN_PORT`, given as 0 for a free one), from the
+    /// start-up line "... on admin port 127.0.0.1:N; ...".
+    pub fn admin_port(&self) -> u16 {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .find_map(|l| l.split("on admin port ").nth(1)?.split(';').next()?.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no admin port in the log: {log:?}"))
+    }
+
     /// Whether a logged line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
