@@ -7,8 +7,11 @@
 #
 # Idempotent: a second run changes nothing that is already right. Existing
 # Secrets keep their passwords, the replica count the HPA chose is kept,
-# and the server pods restart only when the image actually changed.
-# Every wait is bounded. See docs/kubernetes.md.
+# an HPA that scales on connections stays, the server pods restart only
+# when the image actually changed, and the MongoDB init Job runs again
+# only when it (or its script) changed or it failed. An install that is
+# not this one (the original deployment) is detected before anything is
+# changed. Every wait is bounded. See docs/kubernetes.md.
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
@@ -22,11 +25,22 @@ REDIS_HOSTPORT="redis-service:6379"
 MONGO_HOSTS="mongodb-0.mongodb-service:27017,mongodb-1.mongodb-service:27017,mongodb-2.mongodb-service:27017"
 MONGO_DATABASE="chat"
 MONGO_REPLICA_SET="rs0"
+# The immutable StatefulSet fields k8s/ sets (podManagementPolicy|
+# serviceName|claim templates as name=size,...). An existing StatefulSet
+# with other values is not ours (the original deployment, see
+# check_existing_install): applying over it would fail halfway.
+MONGO_STS_SHAPE="Parallel|mongodb-service|data=5Gi,"
+SERVER_STS_SHAPE="Parallel|websocket-service|"
+# The only Deployment k8s/ creates.
+DEPLOYMENTS="redis"
 # ---------------------------------------------------------------------------
 
 PROFILE="${MINIKUBE_PROFILE:-minikube}"
 CONTEXT="${KUBE_CONTEXT:-$PROFILE}"
 ROLLOUT_TIMEOUT="${ROLLOUT_TIMEOUT:-300s}"
+# A first start pulls the mongo image on every node and builds the replica
+# set; docs/kubernetes.md says 10 minutes.
+MONGO_ROLLOUT_TIMEOUT="${MONGO_ROLLOUT_TIMEOUT:-600s}"
 JOB_TIMEOUT_SECS="${JOB_TIMEOUT_SECS:-900}"
 MINIKUBE_START_ARGS="${MINIKUBE_START_ARGS:---cpus=4 --memory=6144 --cni=calico}"
 
@@ -59,6 +73,7 @@ Environment (all optional):
   MINIKUBE_START_ARGS  flags for 'minikube start' when it is not running
                        (default: ${MINIKUBE_START_ARGS})
   ROLLOUT_TIMEOUT      per-rollout wait (default: 300s)
+  MONGO_ROLLOUT_TIMEOUT  wait for the MongoDB members (default: 600s)
   JOB_TIMEOUT_SECS     wait for the MongoDB init Job (default: 900)
   REDIS_PASSWORD, MONGO_ROOT_USERNAME (default root), MONGO_ROOT_PASSWORD,
   MONGO_APP_USERNAME (default chat), MONGO_APP_PASSWORD
@@ -287,9 +302,90 @@ wait_for_job() {
     die "Job $name did not complete within ${JOB_TIMEOUT_SECS}s"
 }
 
+# rollout RESOURCE [TIMEOUT]
 rollout() {
-    log "waiting for $1 (at most $ROLLOUT_TIMEOUT)"
-    kn rollout status "$1" --timeout="$ROLLOUT_TIMEOUT"
+    local timeout="${2:-$ROLLOUT_TIMEOUT}"
+    log "waiting for $1 (at most $timeout)"
+    kn rollout status "$1" --timeout="$timeout"
+}
+
+# ---------------------------------------------------------------------------
+# An existing install that is not this one
+
+# The original deployment uses the same namespace and object names, but
+# StatefulSets with other immutable fields (podManagementPolicy, the
+# volume claim template's name and size), a frontend Deployment, NodePort
+# 30000 and a container port named "ws". Applying k8s/ over it fails
+# halfway, on the first immutable field, with the cluster half converted.
+# So look first, change nothing, and stop with the way over.
+check_existing_install() {
+    local problems=() out shape name want
+    if ! out="$(kc get namespace "$NAMESPACE" -o name 2>&1)"; then
+        grep -q NotFound <<<"$out" && return 0
+        printf '%s\n' "$out" >&2
+        die "cannot read namespace $NAMESPACE in context $CONTEXT (is the cluster running?)"
+    fi
+    local sts_template='{{.spec.podManagementPolicy}}|{{.spec.serviceName}}|{{range .spec.volumeClaimTemplates}}{{.metadata.name}}={{.spec.resources.requests.storage}},{{end}}'
+    for name in mongodb websocket-server; do
+        want="$MONGO_STS_SHAPE"
+        [[ "$name" == websocket-server ]] && want="$SERVER_STS_SHAPE"
+        shape="$(kn get statefulset "$name" --ignore-not-found -o go-template="$sts_template")" ||
+            die "cannot read StatefulSet $name"
+        if [[ -n "$shape" && "$shape" != "$want" ]]; then
+            problems+=("StatefulSet $name has podManagementPolicy|serviceName|claims '$shape', these manifests '$want' (immutable fields)")
+        fi
+    done
+    out="$(kn get statefulset websocket-server --ignore-not-found \
+        -o go-template='{{range .spec.template.spec.containers}}{{range .ports}}{{.name}} {{end}}{{end}}')" ||
+        die "cannot read StatefulSet websocket-server"
+    if [[ " $out " == *" ws "* ]]; then
+        problems+=("StatefulSet websocket-server has a container port named 'ws' (this one's is 'http')")
+    fi
+    out="$(kn get deployments -o go-template='{{range .items}}{{.metadata.name}} {{end}}')" || die "cannot list Deployments"
+    for name in $out; do
+        if [[ " $DEPLOYMENTS " != *" $name "* ]]; then
+            problems+=("Deployment $name is not part of these manifests (the original's frontend?)")
+        fi
+    done
+    # $svc is a Go template variable, not a shell one.
+    # shellcheck disable=SC2016
+    out="$(kn get services -o go-template='{{range .items}}{{$svc := .metadata.name}}{{range .spec.ports}}{{if .nodePort}}{{$svc}}:{{.nodePort}} {{end}}{{end}}{{end}}')" ||
+        die "cannot list Services"
+    for name in $out; do
+        if [[ "${name#*:}" != "$NODE_PORT" ]]; then
+            problems+=("Service ${name%:*} uses NodePort ${name#*:} (these manifests use $NODE_PORT only)")
+        fi
+    done
+    ((${#problems[@]} == 0)) && return 0
+    printf 'ERROR: namespace %s holds an install that is not this one (the original deployment?):\n' "$NAMESPACE" >&2
+    printf '  - %s\n' "${problems[@]}" >&2
+    cat >&2 <<EOF
+Nothing was changed. Applying these manifests over it would fail halfway on
+immutable fields and leave its messages in orphaned volume claims. Move over
+as described in docs/kubernetes.md, "Moving over from the original
+deployment": back up its messages, remove it (kubectl delete namespace
+${NAMESPACE}, once the backup is safe), then run tools/deploy.sh again.
+EOF
+    exit 1
+}
+
+# ---------------------------------------------------------------------------
+# The autoscaler
+
+# Both HPAs are named websocket-hpa (two on one StatefulSet would fight).
+# If the one in the cluster scales on connections (a Pods metric: someone
+# applied k8s/optional/hpa-connections.yaml), re-apply that file rather
+# than replacing it with the CPU one.
+apply_hpa() {
+    local types
+    types="$(kn get hpa websocket-hpa --ignore-not-found -o go-template='{{range .spec.metrics}}{{.type}} {{end}}')" ||
+        die "cannot read the HPA websocket-hpa"
+    if [[ " $types " == *" Pods "* ]]; then
+        log "websocket-hpa scales on connections: keeping it (re-applying k8s/optional/hpa-connections.yaml; revert with kubectl apply -f k8s/35-websocket-hpa.yaml)"
+        apply "$K8S/optional/hpa-connections.yaml"
+    else
+        apply "$K8S/35-websocket-hpa.yaml"
+    fi
 }
 
 # Applies the server's StatefulSet with two adjustments, in one apply:
@@ -326,6 +422,7 @@ deploy() {
         check_prerequisites minikube kubectl
     fi
     ensure_minikube
+    check_existing_install
     if ((build)); then
         build_image
     fi
@@ -336,9 +433,12 @@ deploy() {
 
     log "MongoDB replica set"
     apply "$K8S"/1[0-3]-*.yaml
-    rollout statefulset/mongodb
+    # A member is Ready only as PRIMARY or SECONDARY, which on a first start
+    # takes the init Job: run it before waiting for the rollout (it waits
+    # for the members itself).
     apply_init_job
     wait_for_job mongodb-init
+    rollout statefulset/mongodb "$MONGO_ROLLOUT_TIMEOUT"
 
     log "Redis"
     apply "$K8S"/2[0-9]-*.yaml
@@ -348,7 +448,8 @@ deploy() {
     apply "$K8S/30-websocket-networkpolicy.yaml" "$K8S/31-websocket-service-headless.yaml" \
         "$K8S/32-websocket-service-external.yaml"
     apply_server_statefulset
-    apply "$K8S/34-websocket-pdb.yaml" "$K8S/35-websocket-hpa.yaml"
+    apply "$K8S/34-websocket-pdb.yaml"
+    apply_hpa
     rollout statefulset/websocket-server
 
     local ip

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import math
 import os
@@ -49,6 +50,17 @@ SHUTDOWN_TAIL = (
     ("server/src/replica/publisher.rs", "HOLD", "Redis publisher hold"),
     ("server/src/server.rs", "MONGO_FLUSH", "MongoDB flush"),
 )
+
+
+# Seconds the grace period must leave beyond the worst-case drain (SIGTERM
+# delivery, the process's own exit, a busy node), and at most.
+GRACE_MARGIN = 5
+GRACE_MARGIN_MAX = 30
+# Image lines and the oldest patch release each may pin: the first with the
+# fix of a known vulnerability (MongoDB 7.0.28: unauthenticated memory
+# disclosure in the wire protocol's zlib decompression, CVE-2025-14847;
+# Redis 7.2.11: use-after-free in the Lua parser, CVE-2025-49844).
+IMAGE_LINES = {"mongo": ((7, 0), 28), "redis": ((7, 2), 11)}
 
 
 class CheckFailed(AssertionError):
@@ -585,6 +597,9 @@ def _(ctx: Context) -> None:
     http = resolve_port(server, "http")
     got = who(server, http)
     ensure("<outside>" in got and "websocket-server" in got, f"the server's port {http} must accept clients from anywhere; allowed: {sorted(got)}")
+    admin = admin_port(ctx)
+    got = who(server, admin)
+    ensure(not (got - {"<outside>"}), f"the server's admin port {admin} is reachable by pods {sorted(got - {'<outside>'})} of this namespace")
     # Any other port on those pods stays closed.
     for dst in (redis, mongo, server):
         ensure(not who(dst, 22), f"{dst.name}: port 22 should be closed by the default deny")
@@ -691,7 +706,8 @@ def _(ctx: Context) -> None:
     ensure(exposed == [str(ports["http"])], f"docker/Dockerfile EXPOSE {exposed} != containerPort {ports['http']}")
     ann = ctx.server.template.get("metadata", {}).get("annotations", {}) or {}
     ensure(ann.get("prometheus.io/scrape") == "true", "the server pods need prometheus.io/scrape: \"true\"")
-    ensure(ann.get("prometheus.io/port") == str(ports["http"]), f"prometheus.io/port {ann.get('prometheus.io/port')} != {ports['http']}")
+    ensure(ann.get("prometheus.io/port") == str(admin_port(ctx)),
+           f"prometheus.io/port {ann.get('prometheus.io/port')} != the admin port {admin_port(ctx)} (/metrics is not on the public port)")
     ensure(ann.get("prometheus.io/path") == "/metrics", "prometheus.io/path must be /metrics")
     for svc_name in ("websocket-service", "websocket-external"):
         svc = ctx.get("Service", svc_name).doc["spec"]
@@ -707,6 +723,8 @@ def _(ctx: Context) -> None:
         ensure(http, f"the server container has no {probe}.httpGet")
         ensure(http.get("port") in names, f"{probe} uses port {http.get('port')!r}, not a named container port {sorted(names)}")
         ensure(http.get("path") == path, f"{probe} path {http.get('path')!r}, expected {path}")
+        ensure(resolve_port(ctx.server, http["port"]) == admin_port(ctx),
+               f"{probe} uses port {http['port']!r}, not the admin port {admin_port(ctx)} (ADMIN_PORT)")
 
 
 @check("server-workers-match-cpu-limit")
@@ -727,12 +745,9 @@ def _(ctx: Context) -> None:
     c = ctx.server_container
     ensure(c.get("image") == ctx.deploy_var("IMAGE"), f"server image {c.get('image')} != tools/deploy.sh IMAGE {ctx.deploy_var('IMAGE')}")
     ensure(c.get("imagePullPolicy") == "IfNotPresent", "the locally built image needs imagePullPolicy: IfNotPresent")
-    aff = ctx.server.pod_spec.get("affinity", {}).get("podAntiAffinity", {})
-    pref = aff.get("preferredDuringSchedulingIgnoredDuringExecution") or []
-    ensure(pref and not aff.get("requiredDuringSchedulingIgnoredDuringExecution"), "server anti-affinity must be preferred only")
-    term = pref[0]["podAffinityTerm"]
-    ensure(term["topologyKey"] == "kubernetes.io/hostname", "anti-affinity topologyKey must be kubernetes.io/hostname")
-    ensure(selector_matches(term["labelSelector"], ctx.server.pod_labels), "the anti-affinity selector does not match the server pods")
+    aff = (ctx.server.pod_spec.get("affinity") or {}).get("podAntiAffinity") or {}
+    ensure(not aff.get("requiredDuringSchedulingIgnoredDuringExecution"),
+           "required anti-affinity would stop the HPA at one pod per node; spread with topologySpreadConstraints")
     # tools/deploy.sh applies this file through awk: the line "  replicas: N"
     # becomes the current count (the HPA's choice is kept) and the image ID
     # goes under the line "      annotations:" (a rebuilt image rolls the
@@ -793,9 +808,13 @@ def _(ctx: Context) -> None:
     delay, window = drain_env(ctx)
     tail, how = shutdown_tail(ctx)
     need = pre + delay + window + tail
-    ensure(grace == 30, f"terminationGracePeriodSeconds is {grace}, expected 30")
-    ensure(need <= grace, f"preStop {pre} + DRAIN_DELAY_SECS {delay} + DRAIN_WINDOW_SECS {window} + tail {tail} "
-                          f"({how}) = {need} s > terminationGracePeriodSeconds {grace} s")
+    ensure(need + GRACE_MARGIN <= grace,
+           f"preStop {pre} + DRAIN_DELAY_SECS {delay} + DRAIN_WINDOW_SECS {window} + tail {tail} ({how}) = {need} s, "
+           f"plus a margin of {GRACE_MARGIN} s, > terminationGracePeriodSeconds {grace} s: the kubelet would SIGKILL a "
+           "worst-case drain")
+    ensure(grace <= need + GRACE_MARGIN_MAX,
+           f"terminationGracePeriodSeconds {grace} s is more than {GRACE_MARGIN_MAX} s above the worst-case drain ({need} s): "
+           "a hung pod would hold node drains and rollouts that long")
 
 
 @check("resources-everywhere")
@@ -1027,6 +1046,227 @@ def connections_metric(ctx: Context) -> str:
     return pods[0]["pods"]["metric"]["name"]
 
 
+def admin_port(ctx: Context) -> int:
+    """The server's ADMIN_PORT: a literal, a declared container port named
+    admin, and not the public port."""
+    c = ctx.server_container
+    lit = literal_env(c).get("ADMIN_PORT", "")
+    ensure(lit.isdigit(), "the server container must set ADMIN_PORT to a literal port (the kubelet and Prometheus use it)")
+    ports = {p.get("name"): int(p["containerPort"]) for p in c.get("ports", [])}
+    ensure(ports.get("admin") == int(lit), f"ADMIN_PORT {lit} must be the container port named admin, have {ports}")
+    ensure(int(lit) != ports.get("http"), "ADMIN_PORT must differ from the public port")
+    return int(lit)
+
+
+@check("admin-port-private")
+def _(ctx: Context) -> None:
+    port = admin_port(ctx)
+    svc = ctx.get("Service", "websocket-external").doc["spec"]
+    for p in svc["ports"]:
+        tp = p.get("targetPort", p["port"])
+        ensure(tp != "admin" and resolve_port(ctx.server, tp) != port and p["port"] != port,
+               f"websocket-external exposes the admin port ({p}): /metrics would be public again")
+    # Every rule that opens the admin port names the namespaces it admits;
+    # none admits any source (no "from"), an address block, or every namespace.
+    opened = False
+    for pol in ctx.default("NetworkPolicy"):
+        spec = pol.doc["spec"]
+        if not selector_matches(spec.get("podSelector", {}), ctx.server.pod_labels):
+            continue
+        for rule in spec.get("ingress") or []:
+            ports = rule.get("ports")
+            covers = not ports or any(resolve_port(ctx.server, pp["port"]) == port for pp in ports if "port" in pp)
+            if not covers:
+                continue
+            opened = True
+            peers = rule.get("from") or []
+            ensure(peers, f"NetworkPolicy/{pol.name} opens the admin port {port} to any source")
+            for peer in peers:
+                ensure("ipBlock" not in peer, f"NetworkPolicy/{pol.name} opens the admin port {port} to an address block")
+                ns = (peer.get("namespaceSelector") or {}).get("matchLabels")
+                ensure(ns, f"NetworkPolicy/{pol.name} opens the admin port {port} to {peer}: name the monitoring namespace")
+    ensure(opened, f"no NetworkPolicy opens the admin port {port}: Prometheus could not scrape /metrics")
+
+
+@check("server-spread")
+def _(ctx: Context) -> None:
+    tsc = ctx.server.pod_spec.get("topologySpreadConstraints") or []
+    by_key = {t["topologyKey"]: t for t in tsc}
+    for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
+        t = by_key.get(key)
+        ensure(t, f"the server pods need a topologySpreadConstraint on {key}")
+        ensure(selector_matches(t.get("labelSelector"), ctx.server.pod_labels),
+               f"the {key} spread constraint's selector does not match the server pods")
+        ensure(t.get("maxSkew") == 1, f"the {key} spread constraint needs maxSkew 1")
+    zone = by_key["topology.kubernetes.io/zone"]
+    ensure(zone.get("whenUnsatisfiable") == "ScheduleAnyway",
+           "the zone spread must be ScheduleAnyway: nodes without a zone label (minikube) would take no server pod")
+    host = by_key["kubernetes.io/hostname"]
+    if host.get("whenUnsatisfiable") == "DoNotSchedule":
+        ensure(host.get("nodeTaintsPolicy") == "Honor",
+               "a DoNotSchedule node spread must honour taints, or an empty control-plane node holds the others back")
+
+
+def parse_image(ref: str) -> tuple[str, str, str | None]:
+    """(repository, tag, digest or None) of an image reference."""
+    name, _, digest = ref.partition("@")
+    repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    return repo, tag, digest or None
+
+
+@check("images-pinned")
+def _(ctx: Context) -> None:
+    """Every image pulled from a registry names its patch release and its
+    digest, of a line with no known vulnerability; the mongo image is the
+    same everywhere (members, init container, init Job)."""
+    seen: dict[str, set[str]] = {}
+    for w in ctx.workloads():
+        for c in w.all_containers:
+            ref = c["image"]
+            if w.key == SERVER_WORKLOAD and c["name"] == SERVER_CONTAINER:
+                continue  # built by tools/deploy.sh, never pulled
+            repo, tag, digest = parse_image(ref)
+            where = f"{w.name}/{c['name']}"
+            ensure(digest and re.fullmatch(r"sha256:[0-9a-f]{64}", digest),
+                   f"{where}: image {ref} is not pinned by digest (tag@sha256:...)")
+            m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)(-[a-z0-9.]+)?", tag)
+            ensure(m, f"{where}: image {ref} does not name a patch release (MAJOR.MINOR.PATCH)")
+            base = repo.rsplit("/", 1)[-1]
+            ensure(base in IMAGE_LINES, f"{where}: image {ref} is not one the contract knows (IMAGE_LINES)")
+            line, min_patch = IMAGE_LINES[base]
+            ensure((int(m.group(1)), int(m.group(2))) == line,
+                   f"{where}: {ref} is not on the {line[0]}.{line[1]} line the deployment is tested with")
+            ensure(int(m.group(3)) >= min_patch,
+                   f"{where}: {ref} is older than {line[0]}.{line[1]}.{min_patch}, which fixes a known vulnerability")
+            seen.setdefault(base, set()).add(ref)
+    ensure(set(seen) == set(IMAGE_LINES), f"expected mongo and redis images, found {sorted(seen)}")
+    ensure(len(seen["mongo"]) == 1, f"the mongo containers use different images: {sorted(seen['mongo'])}")
+    path = os.path.join(ctx.root, "docs/kubernetes.md")
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    for refs in seen.values():
+        tag = parse_image(next(iter(refs)))[1]
+        ensure(re.search(r":%s\b" % re.escape(tag), doc), f"docs/kubernetes.md does not name the pinned tag {tag}")
+    ensure("imagetools inspect" in doc, "docs/kubernetes.md must say how to find a newer tag's digest (imagetools inspect)")
+
+
+# The states a member's `hello` reports, and whether it holds a usable copy.
+MEMBER_STATES = {
+    "PRIMARY": ({"isWritablePrimary": True, "secondary": False, "setName": "rs0"}, True),
+    "SECONDARY": ({"isWritablePrimary": False, "secondary": True, "setName": "rs0"}, True),
+    "STARTUP2 (initial sync)": ({"isWritablePrimary": False, "secondary": False, "setName": "rs0"}, False),
+    "not yet in a replica set": ({"isWritablePrimary": False, "secondary": False}, False),
+}
+
+
+def run_probe_js(js: str, hello: dict) -> int:
+    """Runs a probe's mongosh --eval JavaScript with node against a member
+    whose hello() and ping answer as given; returns its exit status."""
+    stub = (
+        "const hello = %s;\n"
+        "const db = { hello: () => hello, adminCommand: (c) => (c.ping ? { ok: 1 } : { ok: 0 }),"
+        " isMaster: () => hello };\n"
+        "const rs = { status: () => { throw new Error('rs.status needs authentication'); } };\n"
+        "function quit(code) { process.exit(code === undefined ? 0 : code); }\n"
+    ) % json.dumps(hello)
+    try:
+        out = subprocess.run(["node", "-e", stub + js + "\n;process.exit(0);"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise CheckFailed("node is needed to run the MongoDB probes' JavaScript (Debian: apt-get install nodejs)")
+    return out.returncode
+
+
+def mongosh_js(probe: dict, what: str) -> str:
+    cmd = ((probe or {}).get("exec") or {}).get("command") or []
+    ensure(cmd[:1] == ["mongosh"] and "--eval" in cmd, f"the MongoDB {what} is not `mongosh ... --eval JS`: {cmd}")
+    return cmd[cmd.index("--eval") + 1]
+
+
+@check("mongodb-readiness-primary-or-secondary")
+def _(ctx: Context) -> None:
+    """Readiness is PRIMARY or SECONDARY (the PDB and rolling updates count
+    ready members); liveness and startup only ask whether mongod answers
+    (a member in its initial sync must not be restarted)."""
+    c = ctx.workload("StatefulSet", "mongodb").container("mongodb")
+    ready_js = mongosh_js(c.get("readinessProbe"), "readinessProbe")
+    for state, (hello, usable) in MEMBER_STATES.items():
+        code = run_probe_js(ready_js, hello)
+        ensure((code == 0) == usable, f"the MongoDB readiness probe exits {code} for a member in state {state}")
+    for probe in ("livenessProbe", "startupProbe"):
+        js = mongosh_js(c.get(probe), probe)
+        code = run_probe_js(js, MEMBER_STATES["STARTUP2 (initial sync)"][0])
+        ensure(code == 0, f"the MongoDB {probe} fails ({code}) for a member in its initial sync: it would be restarted")
+
+
+@check("init-job-tracks-its-script")
+def _(ctx: Context) -> None:
+    """The init Job's pod template carries the sha256 of its script, so a
+    changed script changes the Job and tools/deploy.sh runs it again."""
+    job = ctx.workload("Job", "mongodb-init")
+    cms = {v["configMap"]["name"] for v in job.pod_spec.get("volumes", []) if "configMap" in v}
+    ensure(len(cms) == 1, f"the init Job mounts {sorted(cms)}, expected its one script ConfigMap")
+    data = ctx.get("ConfigMap", next(iter(cms))).doc.get("data") or {}
+    scripts = {k: v for k, v in data.items() if k.endswith(".sh")}
+    ensure(len(scripts) == 1, f"expected one script in ConfigMap {next(iter(cms))}, found {sorted(scripts)}")
+    want = hashlib.sha256(next(iter(scripts.values())).encode()).hexdigest()
+    got = (job.template.get("metadata", {}).get("annotations") or {}).get("websocket-chat/init-script-sha256")
+    ensure(got == want, f"the init Job's annotation websocket-chat/init-script-sha256 is {got!r}; the script's sha256 is "
+                        f"{want}: put that there, so that the changed script runs again")
+    ensure("field is immutable" in ctx.deploy_sh, "tools/deploy.sh no longer re-creates a changed init Job")
+
+
+def sts_shape(w: Workload) -> str:
+    spec = w.obj.doc["spec"]
+    claims = "".join(f"{t['metadata']['name']}={t['spec']['resources']['requests']['storage']},"
+                     for t in spec.get("volumeClaimTemplates") or [])
+    return f"{spec.get('podManagementPolicy', 'OrderedReady')}|{spec.get('serviceName', '')}|{claims}"
+
+
+@check("deploy-detects-foreign-install")
+def _(ctx: Context) -> None:
+    """tools/deploy.sh compares the live StatefulSets' immutable fields and
+    Deployments with these literals before changing anything."""
+    for var, name in (("MONGO_STS_SHAPE", "mongodb"), ("SERVER_STS_SHAPE", "websocket-server")):
+        want = sts_shape(ctx.workload("StatefulSet", name))
+        ensure(ctx.deploy_var(var) == want, f"tools/deploy.sh {var}={ctx.deploy_var(var)!r}, but k8s/ gives {want!r}")
+    deployments = sorted(w.name for w in ctx.workloads() if w.kind == "Deployment")
+    ensure(sorted(ctx.deploy_var("DEPLOYMENTS").split()) == deployments,
+           f"tools/deploy.sh DEPLOYMENTS={ctx.deploy_var('DEPLOYMENTS')!r}, k8s/ has {deployments}")
+    ensure(re.search(r"^\s*check_existing_install\s*$", ctx.deploy_sh, re.M), "tools/deploy.sh never calls check_existing_install")
+    ensure(ctx.deploy_sh.index("check_existing_install\n") < ctx.deploy_sh.index('apply "$K8S/00-namespace.yaml"'),
+           "tools/deploy.sh must check for a foreign install before it applies anything")
+
+
+def timeout_secs(text: str) -> int:
+    m = re.fullmatch(r"(\d+)(s|m)?", text)
+    ensure(m, f"not a timeout: {text!r}")
+    return int(m.group(1)) * (60 if m.group(2) == "m" else 1)
+
+
+@check("deploy-waits-match-docs")
+def _(ctx: Context) -> None:
+    """The waits docs/kubernetes.md gives for MongoDB and its init Job are
+    those tools/deploy.sh uses, and the connections HPA survives a re-run."""
+    with open(os.path.join(ctx.root, "docs/kubernetes.md"), encoding="utf-8") as f:
+        doc = f.read()
+    m = re.search(r'^MONGO_ROLLOUT_TIMEOUT="\$\{MONGO_ROLLOUT_TIMEOUT:-(\w+)\}"', ctx.deploy_sh, re.M)
+    ensure(m, "tools/deploy.sh has no MONGO_ROLLOUT_TIMEOUT default")
+    ensure(re.search(r'rollout statefulset/mongodb "\$MONGO_ROLLOUT_TIMEOUT"', ctx.deploy_sh),
+           "tools/deploy.sh does not wait for MongoDB with MONGO_ROLLOUT_TIMEOUT")
+    d = re.search(r"rollout status statefulset/mongodb .*--timeout=(\w+)", doc)
+    ensure(d, "docs/kubernetes.md has no `kubectl rollout status statefulset/mongodb --timeout=...`")
+    ensure(timeout_secs(d.group(1)) == timeout_secs(m.group(1)),
+           f"docs/kubernetes.md waits {d.group(1)} for MongoDB, tools/deploy.sh {m.group(1)}")
+    j = re.search(r'^JOB_TIMEOUT_SECS="\$\{JOB_TIMEOUT_SECS:-(\d+)\}"', ctx.deploy_sh, re.M)
+    dj = re.search(r"wait --for=condition=complete job/mongodb-init .*--timeout=(\w+)", doc)
+    ensure(j and dj and timeout_secs(dj.group(1)) == int(j.group(1)),
+           "docs/kubernetes.md and tools/deploy.sh (JOB_TIMEOUT_SECS) wait differently for the init Job")
+    # The optional HPA has the base one's name; a re-run keeps whichever is there.
+    opt = [o for o in ctx.objs if o.kind == "HorizontalPodAutoscaler" and not o.default_set][0]
+    ensure(f'"$K8S/{opt.path[len("k8s/"):]}"' in ctx.deploy_sh and re.search(r'\*" Pods "\*', ctx.deploy_sh),
+           f"tools/deploy.sh must re-apply {opt.path} when the live HPA scales on a Pods metric, not replace it")
+
+
 # ---------------------------------------------------------------------------
 # HTTP checks against the real binary
 
@@ -1057,6 +1297,13 @@ class RunningServer:
         env["POD_NAME"] = "contract-test-0"
         self.port = free_port()
         env["PORT"] = str(self.port)
+        # The manifest's port numbers, as names: the admin one on a free port too.
+        self.admin_port = free_port() if "ADMIN_PORT" in literal_env(c) else self.port
+        env["ADMIN_PORT"] = str(self.admin_port) if "ADMIN_PORT" in literal_env(c) else ""
+        self.ports = {p.get("name"): self.port for p in c.get("ports", [])}
+        for p in c.get("ports", []):
+            if str(p["containerPort"]) == literal_env(c).get("ADMIN_PORT"):
+                self.ports[p.get("name")] = self.admin_port
         env["BIND_ADDR"] = "127.0.0.1"
         self.manifest_env = literal_env(c)
         ensure(ctx.server_bin and os.access(ctx.server_bin, os.X_OK), f"server binary not executable: {ctx.server_bin}")
@@ -1068,6 +1315,13 @@ class RunningServer:
         self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")[-1500:]
+
+    def on(self, port: int | str) -> int:
+        """The local port standing for the manifest's port (a name or number)."""
+        if isinstance(port, str):
+            ensure(port in self.ports, f"no container port named {port!r}")
+            return self.ports[port]
+        return self.admin_port if str(port) == self.manifest_env.get("ADMIN_PORT") else self.port
 
     def wait_up(self, path: str, seconds: float = 15.0) -> None:
         deadline = time.monotonic() + seconds
@@ -1094,20 +1348,27 @@ class RunningServer:
 
 @check("server-serves-probe-paths-and-metrics", group="http")
 def _(ctx: Context) -> None:
+    """Each probe answers on the port it names, /metrics on the annotated
+    port, and not on the public port the external Service exposes."""
     c = ctx.server_container
-    live = c["livenessProbe"]["httpGet"]["path"]
-    ready = c["readinessProbe"]["httpGet"]["path"]
-    metrics_path = ctx.server.template["metadata"]["annotations"]["prometheus.io/path"]
+    ann = ctx.server.template["metadata"]["annotations"]
+    metrics_path = ann["prometheus.io/path"]
     metric = connections_metric(ctx)
     srv = RunningServer(ctx)
     try:
-        srv.wait_up(live)
-        for path in (live, ready, metrics_path):
-            status, body = http_get(srv.port, path)
-            ensure(status == 200, f"GET {path} answered {status}, expected 200: {body[:200]!r}")
-        status, body = http_get(srv.port, metrics_path)
+        srv.wait_up(c["livenessProbe"]["httpGet"]["path"])
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = c[probe]["httpGet"]
+            status, body = http_get(srv.on(get["port"]), get["path"])
+            ensure(status == 200, f"{probe}: GET {get['path']} on port {get['port']} answered {status}: {body[:200]!r}")
+        status, body = http_get(srv.on(int(ann["prometheus.io/port"])), metrics_path)
+        ensure(status == 200, f"GET {metrics_path} on prometheus.io/port answered {status}")
         ensure(re.search(r"^%s(\{[^}]*\})?\s+\S+" % re.escape(metric), body, re.M),
                f"GET {metrics_path} has no sample of {metric} (the optional HPA's metric)")
+        for p in ctx.get("Service", "websocket-external").doc["spec"]["ports"]:
+            public = srv.on(p.get("targetPort", p["port"]))
+            status, body = http_get(public, metrics_path)
+            ensure(status == 404, f"GET {metrics_path} on the external Service's port answered {status}: metrics are public")
     finally:
         srv.stop()
 
@@ -1120,16 +1381,17 @@ def _(ctx: Context) -> None:
     delay, window = drain_env(ctx)
     tail, _ = shutdown_tail(ctx)
     srv = RunningServer(ctx)
+    ready_port = srv.on(c["readinessProbe"]["httpGet"]["port"])
     try:
         srv.wait_up(live)
-        status, _ = http_get(srv.port, ready)
+        status, _ = http_get(ready_port, ready)
         ensure(status == 200, f"GET {ready} answered {status} before SIGTERM")
         srv.proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         saw_503 = False
         while time.monotonic() - t0 < max(1.0, delay - 0.5):
             try:
-                status, _ = http_get(srv.port, ready, timeout=1.0)
+                status, _ = http_get(ready_port, ready, timeout=1.0)
             except (urllib.error.URLError, ConnectionError, OSError):
                 break
             if status == 503:

@@ -38,6 +38,8 @@ HEADLESS_SVC = "k8s/31-websocket-service-headless.yaml"
 HPA = "k8s/35-websocket-hpa.yaml"
 OPTIONAL_HPA = "k8s/optional/hpa-connections.yaml"
 MONGO_STS = "k8s/12-mongodb-statefulset.yaml"
+REDIS = "k8s/22-redis-deployment.yaml"
+SERVER_NETPOL = "k8s/30-websocket-networkpolicy.yaml"
 INIT_JOB = "k8s/14-mongodb-init-job.yaml"
 DOCKERFILE = "docker/Dockerfile"
 DEPLOY = "tools/deploy.sh"
@@ -58,13 +60,31 @@ MUTATIONS = [
     M("wrong readiness path", "server-probes", SERVER_STS, "path: /ready\n", "path: /readyz\n"),
     M("wrong liveness path", "server-probes", SERVER_STS, "path: /health\n", "path: /healthz\n"),
     M("probe on an undeclared port", "server-probes", SERVER_STS,
-      "path: /ready\n              port: http\n", "path: /ready\n              port: metrics\n"),
+      "path: /ready\n              port: admin\n", "path: /ready\n              port: metrics\n"),
+    M("liveness on the public port", "server-probes", SERVER_STS,
+      "path: /health\n              port: admin\n", "path: /health\n              port: http\n"),
     M("wrong containerPort", "server-ports-consistent", SERVER_STS, "containerPort: 8080", "containerPort: 8081"),
     M("PORT env differs from the containerPort", "server-ports-consistent", SERVER_STS,
       '- name: PORT\n              value: "8080"', '- name: PORT\n              value: "9090"'),
     M("Dockerfile EXPOSE differs", "server-ports-consistent", DOCKERFILE, "EXPOSE 8080", "EXPOSE 8081"),
     M("Prometheus port annotation differs", "server-ports-consistent", SERVER_STS,
-      'prometheus.io/port: "8080"', 'prometheus.io/port: "9090"'),
+      'prometheus.io/port: "9090"', 'prometheus.io/port: "8080"'),
+    # The admin port: private.
+    M("ADMIN_PORT differs from the admin containerPort", "admin-port-private", SERVER_STS,
+      '- name: ADMIN_PORT\n              value: "9090"', '- name: ADMIN_PORT\n              value: "9091"'),
+    M("admin port in the external Service", "admin-port-private", EXTERNAL_SVC,
+      "      nodePort: 30080\n", "      nodePort: 30080\n    - name: admin\n      port: 9090\n      targetPort: admin\n"),
+    M("admin port open to any source", "admin-port-private", SERVER_NETPOL,
+      "    - from:\n        - namespaceSelector:\n            matchLabels:\n"
+      "              kubernetes.io/metadata.name: monitoring\n      ports:", "    - ports:"),
+    M("admin port open to an address block", "admin-port-private", SERVER_NETPOL,
+      "        - namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: monitoring\n",
+      "        - ipBlock:\n            cidr: 0.0.0.0/0\n"),
+    M("admin port open to the namespace's pods", "networkpolicies-reachability", SERVER_NETPOL,
+      "        - namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: monitoring\n",
+      "        - podSelector: {}\n"),
+    M("public rule covers every port", "admin-port-private", SERVER_NETPOL,
+      "    - ports:\n        - protocol: TCP\n          port: 8080\n", "    - {}\n"),
     # Environment variables.
     M("unknown env var", "server-env-vars-known", SERVER_STS,
       "- name: DRAIN_WINDOW_SECS\n", "- name: DRAIN_WINDOW_SECS\n              value: \"8\"\n"
@@ -146,8 +166,18 @@ MUTATIONS = [
     M("init Job cannot reach MongoDB", "networkpolicies-reachability", "k8s/10-mongodb-networkpolicy.yaml",
       "              app: mongodb-init\n", "              app: mongodb-setup\n"),
     # Shutdown budget.
-    M("grace period too short", "shutdown-budget", SERVER_STS,
-      "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 20"),
+    M("grace period without a margin", "shutdown-budget", SERVER_STS,
+      "terminationGracePeriodSeconds: 40", "terminationGracePeriodSeconds: 30"),
+    M("grace period far beyond the drain", "shutdown-budget", SERVER_STS,
+      "terminationGracePeriodSeconds: 40", "terminationGracePeriodSeconds: 120"),
+    # Spreading.
+    M("no zone spread", "server-spread", SERVER_STS,
+      "          topologyKey: topology.kubernetes.io/zone\n", "          topologyKey: example.com/rack\n"),
+    M("zone spread blocks unlabelled nodes", "server-spread", SERVER_STS,
+      "          topologyKey: topology.kubernetes.io/zone\n          whenUnsatisfiable: ScheduleAnyway\n",
+      "          topologyKey: topology.kubernetes.io/zone\n          whenUnsatisfiable: DoNotSchedule\n"),
+    M("node spread counts tainted nodes", "server-spread", SERVER_STS,
+      "          nodeTaintsPolicy: Honor\n", ""),
     M("drain window too long for the grace period", "shutdown-budget", SERVER_STS,
       '- name: DRAIN_WINDOW_SECS\n              value: "8"', '- name: DRAIN_WINDOW_SECS\n              value: "15"'),
     M("no preStop sleep", "shutdown-budget", SERVER_STS, "sleep:\n                seconds: 5", "sleep:\n                seconds: 0"),
@@ -161,7 +191,45 @@ MUTATIONS = [
     M("init Job initiates another replica set", "connection-strings-match-services", INIT_JOB,
       "- name: RS_NAME\n              value: rs0", "- name: RS_NAME\n              value: rs1"),
     M("init Job uses another mongo image", "connection-strings-match-services", INIT_JOB,
-      "image: mongo:7.0.14", "image: mongo:8.0.4"),
+      "image: mongo:7.0.43@sha256:9854f7139445d766a9523571d6f047530c45547460ffcf8259eb2bf4264632ca",
+      "image: mongo:7.0.42@sha256:9854f7139445d766a9523571d6f047530c45547460ffcf8259eb2bf4264632ca"),
+    # Image pins.
+    M("Redis pinned by tag only", "images-pinned", REDIS,
+      "redis:7.2.16-alpine@sha256:29e8589c3f9ba699b5f7aa4b3c7733c58852a3626439e619aa0ee78de08c6ca0", "redis:7.2.16-alpine"),
+    M("Redis below the release with the fix", "images-pinned", REDIS,
+      "image: redis:7.2.16-alpine@", "image: redis:7.2.5-alpine@"),
+    M("MongoDB on a floating tag", "images-pinned", MONGO_STS,
+      "        - name: install-keyfile\n          # The members' image (see below).\n"
+      "          image: mongo:7.0.43@sha256:9854f7139445d766a9523571d6f047530c45547460ffcf8259eb2bf4264632ca",
+      "        - name: install-keyfile\n          # The members' image (see below).\n          image: mongo:7.0"),
+    M("MongoDB on the 8.0 line", "images-pinned", MONGO_STS,
+      "          image: mongo:7.0.43@sha256:9854f7139445d766a9523571d6f047530c45547460ffcf8259eb2bf4264632ca\n"
+      "          imagePullPolicy: IfNotPresent\n          args:",
+      "          image: mongo:8.0.43@sha256:9854f7139445d766a9523571d6f047530c45547460ffcf8259eb2bf4264632ca\n"
+      "          imagePullPolicy: IfNotPresent\n          args:"),
+    # MongoDB probes.
+    M("MongoDB readiness only pings", "mongodb-readiness-primary-or-secondary", MONGO_STS,
+      '"const h = db.hello(); quit(h.isWritablePrimary === true || h.secondary === true ? 0 : 1)"',
+      '"quit(db.adminCommand({ ping: 1 }).ok === 1 ? 0 : 1)"'),
+    M("MongoDB readiness accepts any replica-set member", "mongodb-readiness-primary-or-secondary", MONGO_STS,
+      '"const h = db.hello(); quit(h.isWritablePrimary === true || h.secondary === true ? 0 : 1)"',
+      '"const h = db.hello(); quit(h.setName ? 0 : 1)"'),
+    M("MongoDB liveness requires PRIMARY or SECONDARY", "mongodb-readiness-primary-or-secondary", MONGO_STS,
+      '"quit(db.adminCommand({ ping: 1 }).ok === 1 ? 0 : 1)"\n            periodSeconds: 20',
+      '"const h = db.hello(); quit(h.isWritablePrimary || h.secondary ? 0 : 1)"\n            periodSeconds: 20'),
+    M("init script changed, its hash not", "init-job-tracks-its-script", INIT_JOB,
+      'WAIT_SECONDS="${WAIT_SECONDS:-300}"', 'WAIT_SECONDS="${WAIT_SECONDS:-600}"'),
+    # tools/deploy.sh against the manifests and the docs.
+    M("deploy.sh's MongoDB shape out of step", "deploy-detects-foreign-install", DEPLOY,
+      'MONGO_STS_SHAPE="Parallel|mongodb-service|data=5Gi,"', 'MONGO_STS_SHAPE="Parallel|mongodb-service|data=10Gi,"'),
+    M("MongoDB claims resized, deploy.sh not", "deploy-detects-foreign-install", MONGO_STS,
+      "            storage: 5Gi", "            storage: 10Gi"),
+    M("deploy.sh does not look before applying", "deploy-detects-foreign-install", DEPLOY,
+      "    ensure_minikube\n    check_existing_install\n", "    ensure_minikube\n"),
+    M("deploy.sh waits 300 s for MongoDB", "deploy-waits-match-docs", DEPLOY,
+      'MONGO_ROLLOUT_TIMEOUT="${MONGO_ROLLOUT_TIMEOUT:-600s}"', 'MONGO_ROLLOUT_TIMEOUT="${MONGO_ROLLOUT_TIMEOUT:-300s}"'),
+    M("deploy.sh replaces the connections HPA", "deploy-waits-match-docs", DEPLOY,
+      'apply "$K8S/optional/hpa-connections.yaml"', 'apply "$K8S/35-websocket-hpa.yaml"'),
     # Security and resources.
     M("server may run as root", "security-contexts", SERVER_STS, "runAsNonRoot: true", "runAsNonRoot: false"),
     M("server root filesystem writable", "security-contexts", SERVER_STS,
