@@ -15,7 +15,10 @@
 # 5. the contract test between manifests, Dockerfile, tools/deploy.sh and
 #    the server binary (tools/k8s-checks/contract_test.py);
 # 6. the mutation test, which breaks copies of those files on purpose and
-#    makes sure the contract test notices (tools/k8s-checks/mutation_test.py).
+#    makes sure the contract test notices (tools/k8s-checks/mutation_test.py);
+# 7. tools/deploy.sh run against a fake kubectl and minikube: what it
+#    applies, waits for and refuses in a fresh cluster, over the original
+#    deployment, and on re-runs (tools/k8s-checks/deploy_test.py).
 #
 # The Python tools live in a venv (.venv-k8s, or $K8S_VENV), created or
 # brought to the pinned versions below on the first run. Every step runs
@@ -148,6 +151,13 @@ if "$VENV/bin/python" tools/k8s-checks/mutation_test.py --server-bin "$SERVER_BI
     ok "mutation test"
 else
     fail "mutation test"
+fi
+
+step "tools/deploy.sh against a fake cluster"
+if "$VENV/bin/python" tools/k8s-checks/deploy_test.py; then
+    ok "deploy.sh scenarios"
+else
+    fail "deploy.sh scenarios"
 fi
 
 echo
