@@ -62,6 +62,7 @@ fn without_admin_port_metrics_stay_on_the_public_port() {
     let (status, _, body) = http_get(server.port, "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("websocket_connections_active "));
+    eventually("the start-up line is recorded", || server.logged("listening on"));
     assert!(!server.logged("admin port"), "no admin listener when ADMIN_PORT is unset");
 }
 

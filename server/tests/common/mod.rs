@@ -97,12 +97,21 @@ impl Server {
     }
 
     /// The admin port (`ADMIN_PORT`, given as 0 for a free one), from the
-    /// start-up line "... on admin port 127.0.0.1:N; ...".
+    /// start-up line "... on admin port 127.0.0.1:N; ..." (the reader thread
+    /// may record that line just after `start` has returned: wait for it).
     pub fn admin_port(&self) -> u16 {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .find_map(|l| l.split("on admin port ").nth(1)?.split(';').next()?.rsplit(':').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no admin port in the log: {log:?}"))
+        let start = Instant::now();
+        loop {
+            let found =
+                self.log.lock().unwrap().iter().find_map(|l| {
+                    l.split("on admin port ").nth(1)?.split(';').next()?.rsplit(':').next()?.parse().ok()
+                });
+            match found {
+                Some(port) => return port,
+                None if start.elapsed() < WAIT => std::thread::sleep(Duration::from_millis(10)),
+                None => panic!("no admin port in the log: {:?}", self.log.lock().unwrap()),
+            }
+        }
     }
 
     /// Whether a logged line contains `needle`.
