@@ -121,7 +121,17 @@ pub const ENV_VARS: &[EnvVar] = &[
         help: "alternative to REDIS_URL (with REDIS_PORT, default 6379, and REDIS_PASSWORD)",
     },
     EnvVar { name: "REDIS_PORT", default: "6379", help: "port for REDIS_HOST" },
-    EnvVar { name: "REDIS_PASSWORD", default: "", help: "password for REDIS_HOST" },
+    EnvVar { name: "REDIS_PASSWORD", default: "", help: "password for REDIS_HOST (and REDIS_CLUSTER_NODES)" },
+    EnvVar {
+        name: "ROOM_LINGER_SECS",
+        default: "30",
+        help: "replica mode: seconds a room stays subscribed after its last member here left",
+    },
+    EnvVar {
+        name: "REDIS_CLUSTER_NODES",
+        default: "",
+        help: "redis://[:password@]host:port,… seed nodes of a Redis Cluster; set: replica mode on the cluster",
+    },
     EnvVar {
         name: "MONGO_URI",
         default: "",
@@ -201,6 +211,13 @@ pub struct Config {
     pub pod_name: String,
     /// Redis URL; `Some` selects replica mode.
     pub redis_url: Option<String>,
+    /// Redis Cluster seed URLs (comma-separated); `Some` selects replica
+    /// mode on a cluster (`redis_url` is then `None`).
+    pub redis_cluster_nodes: Option<String>,
+    /// REDIS_PASSWORD, for cluster nodes whose URL has none.
+    pub redis_password: Option<String>,
+    /// How long a room stays subscribed after its last local member left.
+    pub room_linger: Duration,
     /// MongoDB URI; `Some` enables persistence.
     pub mongo_uri: Option<String>,
     /// Bound of the MongoDB writer's queue.
@@ -240,6 +257,15 @@ impl Config {
                 return Err(invalid("REDIS_URL", "must start with redis://"));
             }
         }
+        let redis_cluster_nodes = get("REDIS_CLUSTER_NODES");
+        if let Some(nodes) = &redis_cluster_nodes {
+            if redis_url.is_some() {
+                return Err(invalid("REDIS_CLUSTER_NODES", "set either it or REDIS_URL/REDIS_HOST, not both"));
+            }
+            if let Some(bad) = nodes.split(',').map(str::trim).find(|u| !u.starts_with("redis://")) {
+                return Err(invalid("REDIS_CLUSTER_NODES", &format!("{bad:?} must start with redis://")));
+            }
+        }
         let mongo_uri = get("MONGO_URI");
         if let Some(uri) = &mongo_uri {
             if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
@@ -273,6 +299,9 @@ impl Config {
             log_level: parse(&get, "LOG_LEVEL", log::LevelFilter::Info)?,
             pod_name: get("POD_NAME").unwrap_or_else(host_name),
             redis_url,
+            redis_cluster_nodes,
+            redis_password: get("REDIS_PASSWORD"),
+            room_linger: secs(parse(&get, "ROOM_LINGER_SECS", 30)?),
             mongo_uri,
             mongo_queue_max: at_least(1, "MONGO_QUEUE_MAX", parse(&get, "MONGO_QUEUE_MAX", 100_000)?)?,
         };
@@ -332,7 +361,12 @@ impl Config {
             if self.allowed_origins.is_empty() { "any".to_string() } else { self.allowed_origins.join(",") },
             self.drain_delay.as_secs(),
             self.drain_window.as_secs(),
-            self.redis_url.as_deref().map_or("off".to_string(), mask_password),
+            match (&self.redis_url, &self.redis_cluster_nodes) {
+                (Some(url), _) => mask_password(url),
+                (None, Some(nodes)) =>
+                    format!("cluster:{}", nodes.split(',').map(mask_password).collect::<Vec<_>>().join(",")),
+                (None, None) => "off".to_string(),
+            },
             self.mongo_uri.as_deref().map_or("off".to_string(), mask_password),
             self.mongo_queue_max,
             self.log_level,
@@ -480,6 +514,9 @@ mod tests {
         assert_eq!(config(&[("ECHO_ROUTE", "maybe")]).unwrap_err().name, "ECHO_ROUTE");
         assert_eq!(config(&[("RATE_LIMIT", "-1")]).unwrap_err().name, "RATE_LIMIT");
         assert_eq!(config(&[("REDIS_URL", "localhost:6379")]).unwrap_err().name, "REDIS_URL");
+        assert_eq!(config(&[("REDIS_CLUSTER_NODES", "redis://a:1,b:2")]).unwrap_err().name, "REDIS_CLUSTER_NODES");
+        let both = [("REDIS_CLUSTER_NODES", "redis://a:1"), ("REDIS_URL", "redis://b:2")];
+        assert_eq!(config(&both).unwrap_err().name, "REDIS_CLUSTER_NODES");
         assert_eq!(config(&[("MONGO_URI", "localhost")]).unwrap_err().name, "MONGO_URI");
         assert_eq!(config(&[("HISTORY_ON_JOIN", "2000")]).unwrap_err().name, "HISTORY_ON_JOIN");
         assert_eq!(config(&[("LOG_LEVEL", "loud")]).unwrap_err().name, "LOG_LEVEL");

@@ -179,6 +179,8 @@ pub struct BackendMetrics {
     pub redis_published: AtomicU64,
     /// Messages received from the subscription.
     pub redis_received: AtomicU64,
+    /// Rooms this pod is subscribed to (or subscribing, or lingering), gauge.
+    pub redis_subscribed_rooms: AtomicI64,
     /// Messages fetched to fill a seq gap.
     pub gap_filled: AtomicU64,
     /// Gaps that could not be filled (the room's clients were made to resume).
@@ -470,6 +472,12 @@ impl Metrics {
             "counter",
             "Messages received from the Redis subscription.",
             &one(b.redis_received.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_redis_subscribed_rooms",
+            "gauge",
+            "Rooms whose Redis shard channel this pod subscribes to (members here, or left less than a linger ago).",
+            &one(b.redis_subscribed_rooms.load(Relaxed) as f64),
         );
         metric(
             "websocket_gap_filled_total",

@@ -40,6 +40,7 @@ use crate::hub::{embedded, HubCommand, PUBLISH_QUEUE_MAX};
 use crate::metrics::CloseReason;
 use crate::net::listener;
 use crate::net::worker::{Worker, WAKER};
+use crate::replica::topology::Topology;
 use crate::replica::{publisher, subscriber};
 use crate::state::{Phase, ServerState};
 use crate::store::mongo::{self, Mongo};
@@ -99,8 +100,15 @@ impl Server {
         }
         let invalid =
             |what: &str, e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"));
-        let redis =
-            config.redis_url.as_deref().map(redis::Client::open).transpose().map_err(|e| invalid("REDIS_URL", &e))?;
+        let redis = match (&config.redis_url, &config.redis_cluster_nodes) {
+            (Some(url), _) => Some(Topology::standalone(url).map_err(|e| invalid("REDIS_URL", &e))?),
+            (None, Some(nodes)) => Some(
+                Topology::cluster(nodes, config.redis_password.as_deref())
+                    .map_err(|e| invalid("REDIS_CLUSTER_NODES", &e))?,
+            ),
+            (None, None) => None,
+        }
+        .map(Arc::new);
         let mongo = config.mongo_uri.as_deref().map(Mongo::open).transpose().map_err(|e| invalid("MONGO_URI", &e))?;
         let (publish_tx, publish_rx) = crossbeam_channel::bounded(PUBLISH_QUEUE_MAX);
         let (loader_tx, loader_rx) = match redis.is_some() || mongo.is_some() {
@@ -110,7 +118,14 @@ impl Server {
             }
             false => (None, None),
         };
-        let state = Arc::new(ServerState::new(config, senders, publish_tx, loader_tx));
+        let (interest_tx, interest_rx) = match redis.is_some() {
+            true => {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        let state = Arc::new(ServerState::new(config, senders, publish_tx, loader_tx, interest_tx));
 
         let mut writer = None;
         let store = match &mongo {
@@ -132,12 +147,13 @@ impl Server {
             loader::spawn(state.clone(), rx, redis.clone(), mongo.clone())?;
         }
         let (sequencer, subscriber, mode) = match redis {
-            Some(client) => {
+            Some(topo) => {
                 let stop = Arc::new(AtomicBool::new(false));
-                let publisher =
-                    publisher::spawn(state.clone(), publish_rx, client.clone(), store, state.loader.clone())?;
-                let sub = subscriber::spawn(state.clone(), client, stop.clone())?;
-                (publisher, Some((sub, stop)), "replica (Redis pub/sub)")
+                let publisher = publisher::spawn(state.clone(), publish_rx, topo.clone(), store, state.loader.clone())?;
+                let mode = if topo.is_cluster() { "replica (Redis Cluster)" } else { "replica (Redis)" };
+                let interest = interest_rx.expect("created with the topology");
+                let sub = subscriber::spawn(state.clone(), topo, interest, stop.clone())?;
+                (publisher, Some((sub, stop)), mode)
             }
             None => (embedded::spawn(state.clone(), publish_rx, store)?, None, "embedded (single node)"),
         };

@@ -3,6 +3,7 @@
 //! each worker, the shutdown phase and the connection count.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::hub::inbox::InboxSender;
 use crate::hub::HubCommand;
 use crate::metrics::Metrics;
+use crate::replica::subscriber::Interest;
 use crate::store::loader::LoadRequest;
 
 /// Where the process is in its life.
@@ -41,6 +43,8 @@ pub struct ServerState {
     pub publish: Sender<HubCommand>,
     /// Into the history loader, when a store stands behind history; bounded.
     pub loader: Option<Sender<LoadRequest>>,
+    /// Into the Redis subscriber (replica mode): which rooms have members here.
+    pub interest: Option<Sender<Interest>>,
     /// When the process started.
     pub started: Instant,
     phase: AtomicU8,
@@ -56,10 +60,12 @@ impl ServerState {
         inboxes: Vec<InboxSender>,
         publish: Sender<HubCommand>,
         loader: Option<Sender<LoadRequest>>,
+        interest: Option<Sender<Interest>>,
     ) -> ServerState {
         let metrics = Metrics::new(inboxes.len());
-        let backing = match (&config.redis_url, &config.mongo_uri) {
-            (None, None) => Backing::Memory,
+        let redis = config.redis_url.is_some() || config.redis_cluster_nodes.is_some();
+        let backing = match (redis, &config.mongo_uri) {
+            (false, None) => Backing::Memory,
             (_, mongo) => Backing::Store { deep: mongo.is_some() },
         };
         let history = History::new(config.history_ring, config.history_max_bytes, backing);
@@ -70,10 +76,20 @@ impl ServerState {
             inboxes,
             publish,
             loader,
+            interest,
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Running as u8),
             next_conn_id: AtomicU64::new(1),
             ws_count: AtomicUsize::new(0),
+        }
+    }
+
+    /// Tells the Redis subscriber (replica mode) that a connection started
+    /// joining `room` (`true`) or is gone (`false`).
+    pub fn room_interest(&self, room: &Arc<str>, joining: bool) {
+        if let Some(tx) = &self.interest {
+            let i = if joining { Interest::Join(room.clone()) } else { Interest::Leave(room.clone()) };
+            let _ = tx.send(i);
         }
     }
 

@@ -342,3 +342,59 @@ fn a_resume_ahead_of_this_replica_waits_for_it_instead_of_repeating_a_message() 
     assert_eq!(welcome["recovered"], false, "{welcome}");
     assert!(started.elapsed() >= Duration::from_millis(900), "it waited for this replica to catch up first");
 }
+
+#[test]
+fn a_replica_receives_only_the_rooms_it_has_members_in_and_a_late_joiner_misses_nothing() {
+    let redis = Redis::start();
+    let linger = [("ROOM_LINGER_SECS", "1")];
+    let a = replica("pod-a", &redis, None, &linger);
+    let b = replica("pod-b", &redis, None, &linger);
+    let (mut sender, _) = join(&a, "room=hot");
+    for i in 1..=20 {
+        send_chat(&mut sender, &format!("m{i}"));
+    }
+    assert_eq!(recv_chats(&mut sender, 20).last().map(|c| c.0), Some(20));
+    eventually("pod-a subscribed to its room", || a.metric("websocket_redis_subscribed_rooms") == 1.0);
+    assert_eq!(b.metric("websocket_redis_received_total"), 0.0, "no member on pod-b: none of the room's traffic");
+    assert_eq!(b.metric("websocket_redis_subscribed_rooms"), 0.0);
+
+    // A client joins on pod-b while pod-a keeps sending: its resume from 0
+    // plus what follows live is every message, once, in order.
+    let sending = std::thread::spawn(move || {
+        for i in 21..=80 {
+            send_chat(&mut sender, &format!("m{i}"));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        sender
+    });
+    let (mut late, welcome) = join(&b, "room=hot&since=0");
+    let mut seqs: Vec<u64> =
+        welcome["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let mut sender = sending.join().unwrap();
+    while seqs.last().copied().unwrap_or(0) < 80 {
+        seqs.push(recv_chats(&mut late, 1)[0].0);
+    }
+    assert_eq!(seqs, (1..=80).collect::<Vec<u64>>(), "history then live: nothing lost, nothing twice");
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    let received = b.metric("websocket_redis_received_total");
+    assert!(received <= 60.0, "pod-b received only what was published after it subscribed: {received}");
+
+    // The last member leaves: after the linger the room is unsubscribed and
+    // pod-b receives nothing of it any more.
+    drop(late);
+    eventually("pod-b unsubscribed after the linger", || b.metric("websocket_redis_subscribed_rooms") == 0.0);
+    let before = b.metric("websocket_redis_received_total");
+    for i in 81..=90 {
+        send_chat(&mut sender, &format!("m{i}"));
+    }
+    assert_eq!(recv_chats(&mut sender, 90 - 80 + 60).last().map(|c| c.0), Some(90));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(b.metric("websocket_redis_received_total"), before, "unsubscribed: nothing received");
+
+    // Joining again loads the room afresh (it was forgotten, not left stale).
+    let (mut again, welcome) = join(&b, "room=hot&since=85");
+    let history: Vec<u64> = welcome["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((history, welcome["recovered"].as_bool()), ((86..=90).collect(), Some(true)), "{welcome}");
+    send_chat(&mut sender, "m91");
+    assert_eq!(recv_chats(&mut again, 1), vec![(91, "m91".to_string())]);
+}

@@ -358,6 +358,15 @@ impl History {
         rooms.logs.iter().filter(|(_, l)| l.known).map(|(r, l)| (r.clone(), l.last_seq)).collect()
     }
 
+    /// Forgets `room` (replica mode, once this pod stopped listening to it):
+    /// it is neither known nor complete any more, so the next join loads it.
+    pub fn forget(&self, room: &str) {
+        let mut rooms = self.lock();
+        if let Some(log) = rooms.logs.remove(room) {
+            rooms.bytes -= log.entries.iter().map(|e| e.frame.len()).sum::<usize>();
+        }
+    }
+
     /// Rooms with any stored message or seq, and frame bytes held.
     pub fn usage(&self) -> (usize, usize) {
         let rooms = self.lock();

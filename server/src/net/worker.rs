@@ -599,6 +599,9 @@ impl Worker {
         let Some(c) = self.conns.get_mut(key) else { return };
         let conn_id = c.id;
         let Some(chat) = c.chat() else { return };
+        // Replica mode: the pod listens to the room from now on (before the
+        // load is asked for, see replica::subscriber).
+        state.room_interest(&chat.room, true);
         if let Some(loader) = &state.loader {
             if state.history.needs_load(&chat.room, chat.since) {
                 let reply = Some(Reply { worker: self.index, key, conn_id });
@@ -831,7 +834,10 @@ impl Worker {
     /// Removes a connection: out of its room, out of the gauges, socket closed.
     fn remove(&mut self, key: usize) {
         self.leave_room(key);
-        let Some(c) = self.conns.try_remove(key) else { return };
+        let Some(mut c) = self.conns.try_remove(key) else { return };
+        if let Some(chat) = c.chat() {
+            self.state.room_interest(&chat.room, false);
+        }
         let m = &self.state.metrics.workers[self.index];
         if c.has(flag::HTTP) {
             m.http_connections.fetch_sub(1, Relaxed);

@@ -19,24 +19,35 @@
 //! | `chat:{ROOM}:history` | list | the last `HISTORY_RING` messages, as published |
 //! | `chat:{ROOM}:msg:ID` | string, 10 min TTL | `SEQ ID`: the seq given to message ID (makes a retried publish idempotent) |
 //! | `chat:{ROOM}:client:CID` | string, 10 min TTL | `SEQ ID`, in place of the above for a message with `clientId` CID: a client's resend is published once |
-//! | `chat:messages` | pub/sub channel | every message of every room |
+//! | `chat:{ROOM}:ch` | shard channel | the room's messages (`SPUBLISH`; pods with members `SSUBSCRIBE`) |
 //!
 //! A published message is `SEQ JSON`: the decimal seq, a space, and the
 //! message's fields as JSON ([`ChatMessage`] without its seq).
 
+pub mod pool;
 pub mod publisher;
+pub mod resp;
 pub mod subscriber;
+pub mod topology;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::chat::protocol::ChatMessage;
 
-/// The pub/sub channel every pod subscribes to.
-pub const CHANNEL: &str = "chat:messages";
+/// The room's shard channel (same hash tag, so same slot, as its keys).
+pub fn channel(room: &str) -> String {
+    format!("chat:{{{room}}}:ch")
+}
 
-/// Seconds a message id (or client id) is remembered, so a publish retried
-/// after a lost reply, or a client's resend, returns the first seq instead
-/// of publishing twice.
+/// The room of a shard channel name, if it is one of ours.
+pub fn room_of_channel(name: &[u8]) -> Option<Arc<str>> {
+    let inner = name.strip_prefix(b"chat:{")?.strip_suffix(b"}:ch")?;
+    std::str::from_utf8(inner).ok().map(Arc::from)
+}
+
+/// Seconds a client id is remembered, so a client's resend of a message
+/// (through any pod) returns the first seq instead of publishing twice.
 pub const DEDUPE_TTL_SECS: u64 = 600;
 
 /// The room's seq counter.
@@ -49,51 +60,99 @@ pub fn history_key(room: &str) -> String {
     format!("chat:{{{room}}}:history")
 }
 
-/// The dedupe marker of one message: by its `clientId` when the client gave
-/// one (so its resends through any pod share it), else by its server id.
-pub fn dedupe_key(m: &ChatMessage) -> String {
-    let room = &m.room;
-    match &m.client_id {
-        Some(cid) => format!("chat:{{{room}}}:client:{cid}"),
-        None => format!("chat:{{{room}}}:msg:{}", m.id),
-    }
+/// The dedupe marker of a message with a `clientId`: its resends through
+/// any pod share it.
+pub fn client_key(room: &str, client_id: &str) -> String {
+    format!("chat:{{{room}}}:client:{client_id}")
 }
 
-/// Assigns the next seq, stores and publishes, atomically; returns the seq.
+/// Assigns seqs, stores and publishes a batch of messages, atomically: one
+/// call per batch (standalone: every room in it; cluster: the rooms of one
+/// slot), so the per-call cost is shared.
 ///
-/// The counter never goes below `floor`, the highest seq the publishing pod
-/// knows for the room: if Redis lost its data (a restart without
-/// persistence), sequencing continues where the deployment was instead of
-/// starting again at 1.
+/// `KEYS`, per room: its counter and its history list, then the client
+/// marker of each of its messages that has a `clientId`. `ARGV`: the ring
+/// and the marker TTL, then per room its channel, its floor and its message
+/// count, then per message its id, clientId (or empty), in-doubt flag
+/// (`1`/`0`) and JSON. Returns one integer per message, in that order:
+/// - the seq given to it;
+/// - the same, if it was already published: a message *in doubt* (a retry
+///   after a lost reply) is looked up by its id in the tail of the room's
+///   list, so no per-message marker is written for that case;
+/// - `-SEQ` if another message with the same `clientId` was published as
+///   SEQ (a client's resend: not published again).
 ///
-/// When the dedupe marker exists, nothing is published: the answer is the
-/// seq it records, positive if the marker is this very message's (a retry
-/// after a lost reply: the caller still stores it), negative if it is
-/// another message's with the same `clientId` (a client's resend: the
-/// first one's origin pod stores that). A marker without an id (written
-/// before ids were recorded) counts as this message's.
-pub const PUBLISH_SCRIPT: &str = r#"
--- KEYS[1] seq counter, KEYS[2] history list, KEYS[3] dedupe marker
--- ARGV[1] floor, ARGV[2] message JSON, ARGV[3] channel, ARGV[4] ring, ARGV[5] dedupe TTL, ARGV[6] message id
-local done = redis.call('GET', KEYS[3])
-if done then
-  local s, owner = string.match(done, '^(%d+) (.*)$')
-  if not s then return tonumber(done) end
-  if owner == ARGV[6] then return tonumber(s) end
-  return -tonumber(s)
+/// The counter never goes below the room's floor, the highest seq the
+/// publishing pod knows for the room: if Redis lost its data (a restart
+/// without persistence), sequencing continues where the deployment was.
+/// Each room's new messages go out in one `SPUBLISH`, newline-separated
+/// (JSON has no raw newline): one publish per room per call, not per message.
+/// A client marker without an owner id (an older format) counts as this message's.
+pub const PUBLISH_SCRIPT: &str = r#"#!lua
+local ring = tonumber(ARGV[1])
+local ttl = ARGV[2]
+local a, k = 3, 1
+local out = {}
+while a <= #ARGV do
+  local seqk, histk = KEYS[k], KEYS[k + 1]
+  k = k + 2
+  local chan, floor, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local seq = tonumber(redis.call('GET', seqk) or '0')
+  if floor > seq then seq = floor end
+  local items, tail = {}, nil
+  for _ = 1, n do
+    local id, cid, doubt, json = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    a = a + 4
+    local mk, done, found = nil, nil, nil
+    if cid ~= '' then
+      mk = KEYS[k]
+      k = k + 1
+      done = redis.call('GET', mk)
+    end
+    if done then
+      local s, owner = string.match(done, '^(%d+) (.*)$')
+      if not s then found = tonumber(done)
+      elseif owner == id then found = tonumber(s)
+      else found = -tonumber(s) end
+    elseif doubt == '1' then
+      if not tail then tail = redis.call('LRANGE', histk, -ring, -1) end
+      local needle = '"id":"' .. id .. '"'
+      for j = #tail, 1, -1 do
+        if string.find(tail[j], needle, 1, true) then
+          found = tonumber(string.match(tail[j], '^(%d+) '))
+          break
+        end
+      end
+    end
+    if found then
+      out[#out + 1] = found
+    else
+      seq = seq + 1
+      items[#items + 1] = seq .. ' ' .. json
+      if mk then redis.call('SET', mk, seq .. ' ' .. id, 'EX', ttl) end
+      out[#out + 1] = seq
+    end
+  end
+  if #items > 0 then
+    redis.call('SET', seqk, seq)
+    redis.call('RPUSH', histk, unpack(items))
+    redis.call('LTRIM', histk, -ring, -1)
+    redis.call('SPUBLISH', chan, table.concat(items, '\n'))
+  end
 end
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[1])
-if floor > seq then seq = floor end
-seq = seq + 1
-redis.call('SET', KEYS[1], seq)
-local payload = seq .. ' ' .. ARGV[2]
-redis.call('RPUSH', KEYS[2], payload)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('SET', KEYS[3], seq .. ' ' .. ARGV[6], 'EX', tonumber(ARGV[5]))
-redis.call('PUBLISH', ARGV[3], payload)
-return seq
+return out
 "#;
+
+/// Finds the seq of message `id` in a room's list items (`SEQ JSON` each),
+/// as the script does for a message in doubt.
+pub fn find_in_list(items: &[Vec<u8>], id: &str) -> Option<u64> {
+    let needle = format!("\"id\":\"{id}\"");
+    items.iter().rev().find_map(|raw| {
+        let text = std::str::from_utf8(raw).ok()?;
+        text.contains(&needle).then(|| text.split_once(' ')?.0.parse().ok()).flatten()
+    })
+}
 
 /// The JSON part of a published message: the message without its seq.
 pub fn encode_fields(m: &ChatMessage) -> String {
@@ -184,8 +243,13 @@ mod tests {
             timestamp_ms: 0,
             client_id: None,
         };
-        assert_eq!(dedupe_key(&m), "chat:{lobby}:msg:i");
-        m.client_id = Some("c".into());
-        assert_eq!(dedupe_key(&m), "chat:{lobby}:client:c");
+        assert_eq!(client_key(&m.room, "c"), "chat:{lobby}:client:c");
+        assert_eq!(channel(&m.room), "chat:{lobby}:ch");
+        assert_eq!(room_of_channel(b"chat:{lobby}:ch").as_deref(), Some("lobby"));
+        assert_eq!(room_of_channel(b"chat:messages"), None);
+        m.seq = 7;
+        let listed = vec![format!("7 {}", encode_fields(&m)).into_bytes()];
+        assert_eq!(find_in_list(&listed, "i"), Some(7));
+        assert_eq!(find_in_list(&listed, "j"), None);
     }
 }

@@ -1,9 +1,19 @@
 //! The publisher thread: workers' validated messages → Redis.
 //!
-//! Each message gets its id here, once, and keeps it across retries; the
-//! publish script is idempotent per id, so a batch whose reply was lost can
-//! be sent again without publishing anything twice. Messages that pile up
-//! are pipelined, up to `PIPELINE_MAX` per round trip.
+//! Each message gets its id here, once, and keeps it across retries; a
+//! message sent again after a lost reply is flagged *in doubt*, and the
+//! publish script looks its id up in the tail of the room's list before
+//! numbering it, so nothing is published twice. Messages that pile up go
+//! out together, up to `PIPELINE_MAX` per round trip: one script call per
+//! node (standalone) or per slot (cluster), each carrying every message
+//! of its rooms in the batch (see [`PUBLISH_SCRIPT`]).
+//!
+//! Routing follows the [`Topology`]: a group goes to the node owning its
+//! slot; `MOVED` refreshes the slot map and sends the group again
+//! (nothing ran), `ASK` sends it once to the importing node after
+//! `ASKING`, `TRYAGAIN` (a slot mid-migration) waits a moment, and a
+//! cluster that is down (`CLUSTERDOWN`, unreachable masters) is treated as
+//! a Redis that is down: messages are held, then refused.
 //!
 //! While Redis is unreachable, messages are held for up to `HOLD` (a Redis
 //! restart in Kubernetes takes a few seconds) and published when it
@@ -15,17 +25,20 @@
 //! (the script answers a retry with the first seq). Past `HOLD` its sender
 //! is refused like the others — almost always truthfully: Redis went away
 //! before it ran — but the message is kept as *unresolved* and, once Redis
-//! answers again, its dedupe marker is read: if the script had run after
+//! answers again, the room's list is searched for its id: if the script had run after
 //! all, the message was delivered, and it is written to MongoDB as its
 //! origin pod must (counted, and logged as a warning: its sender was told
 //! `unavailable`; a resend with the same `clientId` is deduplicated).
+//!
+//! [`PUBLISH_SCRIPT`]: super::PUBLISH_SCRIPT
+//! [`Topology`]: super::topology::Topology
 //!
 //! A message for a room whose latest seq this pod does not know yet (a
 //! cold room, see [`History`](crate::chat::history::History)) is refused
 //! the same way, and the room is loaded: numbering it blind could restart
 //! its sequence if Redis lost its data.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,7 +46,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{dedupe_key, encode_fields, history_key, seq_key, CHANNEL, DEDUPE_TTL_SECS, PUBLISH_SCRIPT};
+use super::pool::{redirect, NodePool};
+use super::topology::{room_slot, Node, Topology};
+use super::{channel, client_key, encode_fields, find_in_list, history_key, seq_key, DEDUPE_TTL_SECS, PUBLISH_SCRIPT};
 use crate::backoff::Backoff;
 use crate::chat::protocol::{ChatMessage, Reject};
 use crate::hub::inbox::ToWorker;
@@ -53,8 +68,10 @@ pub const HOLD: Duration = Duration::from_secs(3);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// An idle connection is checked this often.
 const IDLE_PING: Duration = Duration::from_secs(1);
-/// Unresolved messages kept at most (their markers live `DEDUPE_TTL_SECS`).
+/// Unresolved messages kept at most (they are looked up in the room's list).
 const UNRESOLVED_MAX: usize = 16_384;
+/// Pause before sending again a group Redis redirected or asked to retry.
+const REDIRECT_PAUSE: Duration = Duration::from_millis(20);
 
 /// A message waiting to be published.
 struct Held {
@@ -64,6 +81,8 @@ struct Held {
     /// Its script call was sent at least once without an answer: Redis may
     /// have published it.
     in_doubt: bool,
+    /// Redis answered `ASK`: send it to this node, after `ASKING`, once.
+    ask: Option<Node>,
 }
 
 /// Starts the publisher; it exits after [`HubCommand::Stop`] once what it
@@ -71,7 +90,7 @@ struct Held {
 pub fn spawn(
     state: Arc<ServerState>,
     rx: Receiver<HubCommand>,
-    client: redis::Client,
+    topo: Arc<Topology>,
     store: Option<StoreSender>,
     loader: Option<Sender<LoadRequest>>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -79,11 +98,13 @@ pub fn spawn(
         pod: state.config.pod_name.clone(),
         state,
         rx,
-        client,
+        pool: NodePool::new(topo.clone()),
+        topo,
         store,
         loader,
-        con: None,
-        sha: String::new(),
+        cons: HashMap::new(),
+        up: false,
+        sha: redis::Script::new(PUBLISH_SCRIPT).get_hash().to_string(),
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         ids: IdGen::new(),
         held: VecDeque::new(),
@@ -97,34 +118,47 @@ pub fn spawn(
 struct Publisher {
     state: Arc<ServerState>,
     rx: Receiver<HubCommand>,
-    client: redis::Client,
+    topo: Arc<Topology>,
+    /// For reading lists when resolving messages in doubt.
+    pool: NodePool,
     store: Option<StoreSender>,
     loader: Option<Sender<LoadRequest>>,
-    con: Option<redis::Connection>,
-    /// SHA1 of the loaded publish script.
+    /// One connection per master, the script loaded on each.
+    cons: HashMap<Node, redis::Connection>,
+    /// Every master answered at the last attempt.
+    up: bool,
+    /// SHA1 of the publish script.
     sha: String,
     backoff: Backoff,
     ids: IdGen,
     pod: String,
     held: VecDeque<Held>,
-    /// Refused after `HOLD` while in doubt: resolved from their dedupe
-    /// markers once Redis answers (see the module doc).
+    /// Refused after `HOLD` while in doubt: resolved from their rooms'
+    /// lists once Redis answers (see the module doc).
     unresolved: VecDeque<(ChatMessage, Instant)>,
     stopping: bool,
     ever_connected: bool,
 }
 
+/// One script call: the rooms of one node (standalone) or one slot (cluster).
+struct Group {
+    node: Node,
+    asking: bool,
+    /// Per room, the batch indices of its messages, in order.
+    rooms: Vec<(Arc<str>, Vec<usize>)>,
+}
+
 impl Publisher {
     fn run(mut self) {
         loop {
-            if self.con.is_none() && self.backoff.ready() {
+            if !self.up && self.backoff.ready() {
                 self.connect();
             }
             self.take_commands();
             if self.stopping && self.held.is_empty() {
                 break;
             }
-            if self.con.is_some() {
+            if self.up {
                 if !self.held.is_empty() {
                     self.publish_batch();
                 }
@@ -147,8 +181,7 @@ impl Publisher {
     /// next idle ping if it is up (so the connection state stays true).
     fn take_commands(&mut self) {
         if self.held.is_empty() && !self.stopping {
-            let wait =
-                if self.con.is_some() { IDLE_PING } else { self.backoff.remaining().max(Duration::from_millis(5)) };
+            let wait = if self.up { IDLE_PING } else { self.backoff.remaining().max(Duration::from_millis(5)) };
             match self.rx.recv_timeout(wait) {
                 Ok(cmd) => self.take(cmd),
                 Err(RecvTimeoutError::Timeout) => self.ping_if_idle(),
@@ -163,20 +196,41 @@ impl Publisher {
         }
     }
 
-    /// Checks an idle connection, so an outage is seen (and logged, and
+    /// Checks idle connections, so an outage is seen (and logged, and
     /// counted) before the next message needs Redis.
     fn ping_if_idle(&mut self) {
-        let Some(con) = self.con.as_mut() else { return };
-        if let Err(e) = redis::cmd("PING").query::<String>(con) {
-            let m = &self.state.metrics.backend;
-            m.redis_errors.fetch_add(1, Relaxed);
-            m.redis_publisher_up.store(0, Relaxed);
-            self.con = None;
-            if !self.backoff.failing() {
-                log::warn!("Redis publisher lost its connection ({}); reconnecting with backoff", one_line(&e));
-            }
-            self.backoff.failed();
+        if !self.up {
+            return;
         }
+        let mut failed = None;
+        for (node, con) in self.cons.iter_mut() {
+            if let Err(e) = redis::cmd("PING").query::<String>(con) {
+                failed = Some((node.clone(), e));
+                break;
+            }
+        }
+        if let Some((node, e)) = failed {
+            self.lost(&node, &e, 0);
+        }
+    }
+
+    /// The connection to `node` failed: Redis is down for this publisher
+    /// until every master answers again.
+    fn lost(&mut self, node: &Node, e: &redis::RedisError, holding: usize) {
+        let m = &self.state.metrics.backend;
+        m.redis_errors.fetch_add(1, Relaxed);
+        m.redis_publisher_up.store(0, Relaxed);
+        self.cons.remove(node);
+        self.up = false;
+        let first = !self.backoff.failing();
+        let wait = self.backoff.failed();
+        if first {
+            log::warn!(
+                "Redis publisher lost {node} ({}); holding {holding} messages, reconnecting with backoff (next in {wait:?})",
+                one_line(e)
+            );
+        }
+        self.topo.refresh();
     }
 
     fn take(&mut self, cmd: HubCommand) {
@@ -194,42 +248,61 @@ impl Publisher {
                     timestamp_ms,
                     client_id,
                 };
-                self.held.push_back(Held { msg, origin, since: Instant::now(), in_doubt: false });
+                self.held.push_back(Held { msg, origin, since: Instant::now(), in_doubt: false, ask: None });
             }
         }
     }
 
+    /// Connects to every master that has no connection and loads the script.
     fn connect(&mut self) {
-        let attempt = self.client.get_connection_with_timeout(IO_TIMEOUT).and_then(|mut c| {
-            c.set_read_timeout(Some(IO_TIMEOUT))?;
-            c.set_write_timeout(Some(IO_TIMEOUT))?;
-            let sha = redis::Script::new(PUBLISH_SCRIPT).load(&mut c)?;
-            Ok((c, sha))
-        });
+        if self.topo.is_cluster() {
+            self.topo.refresh();
+        }
+        let masters = self.topo.masters();
+        self.cons.retain(|n, _| masters.contains(n));
+        let mut error = None;
+        let missing: Vec<Node> = masters.iter().filter(|n| !self.cons.contains_key(*n)).cloned().collect();
+        for node in &missing {
+            let attempt =
+                self.topo.client(node).and_then(|c| c.get_connection_with_timeout(IO_TIMEOUT)).and_then(|mut c| {
+                    c.set_read_timeout(Some(IO_TIMEOUT))?;
+                    c.set_write_timeout(Some(IO_TIMEOUT))?;
+                    redis::Script::new(PUBLISH_SCRIPT).load(&mut c)?;
+                    Ok(c)
+                });
+            match attempt {
+                Ok(c) => {
+                    self.cons.insert(node.clone(), c);
+                }
+                Err(e) => {
+                    error = Some((node.clone(), e));
+                    break;
+                }
+            }
+        }
         let m = &self.state.metrics.backend;
-        match attempt {
-            Ok((c, sha)) => {
-                self.con = Some(c);
-                self.sha = sha;
+        match error {
+            None => {
+                self.up = true;
                 self.backoff.succeeded();
                 m.redis_publisher_up.store(1, Relaxed);
                 if self.ever_connected {
                     m.redis_reconnects.fetch_add(1, Relaxed);
                     log::info!("Redis publisher reconnected");
                 } else {
-                    log::info!("Redis publisher connected");
+                    log::info!("Redis publisher connected ({} node(s))", masters.len());
                 }
                 self.ever_connected = true;
                 self.resolve_unresolved();
             }
-            Err(e) => {
+            Some((node, e)) => {
                 m.redis_errors.fetch_add(1, Relaxed);
                 m.redis_publisher_up.store(0, Relaxed);
                 let first = !self.backoff.failing();
                 let wait = self.backoff.failed();
                 if first {
                     log::warn!(
-                        "Redis publisher cannot connect ({}); retrying with backoff (next in {wait:?})",
+                        "Redis publisher cannot connect to {node} ({}); retrying with backoff (next in {wait:?})",
                         one_line(&e)
                     );
                 }
@@ -237,97 +310,208 @@ impl Publisher {
         }
     }
 
+    /// Takes up to `PIPELINE_MAX` held messages and publishes them: one
+    /// pipeline per node, one script call per group.
     fn publish_batch(&mut self) {
-        let ring = self.state.history.ring();
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        self.refuse_expired();
+        let cluster = self.topo.is_cluster();
         let mut batch: Vec<Held> = Vec::new();
         while batch.len() < PIPELINE_MAX {
             let Some(h) = self.held.pop_front() else { break };
-            let Some(floor) = self.state.history.known_last_seq(&h.msg.room) else {
+            if self.state.history.known_last_seq(&h.msg.room).is_none() {
                 self.refuse(&h, "the room's history is loading on this server; message not sent, retry in a moment");
                 self.request_load(&h.msg.room);
                 continue;
-            };
-            pipe.cmd("EVALSHA")
-                .arg(&self.sha)
-                .arg(3)
-                .arg(seq_key(&h.msg.room))
-                .arg(history_key(&h.msg.room))
-                .arg(dedupe_key(&h.msg))
-                .arg(floor)
-                .arg(encode_fields(&h.msg))
-                .arg(CHANNEL)
-                .arg(ring)
-                .arg(DEDUPE_TTL_SECS)
-                .arg(&h.msg.id);
+            }
             batch.push(h);
         }
         if batch.is_empty() {
             return;
         }
-        let Some(con) = self.con.as_mut() else { return };
-        let m = &self.state.metrics.backend;
-        match pipe.query::<Vec<redis::Value>>(con) {
-            Ok(values) => {
-                let mut retry = Vec::new();
-                for (mut h, v) in batch.into_iter().zip(values) {
-                    match v {
-                        redis::Value::Int(seq) if seq > 0 => {
-                            m.redis_published.fetch_add(1, Relaxed);
-                            h.msg.seq = seq as u64;
-                            if let Some(store) = &self.store {
-                                store.enqueue(h.msg);
-                            }
-                        }
-                        redis::Value::Int(seq) if seq < 0 => {
-                            // A resend of a message already published under the same
-                            // clientId (by this pod or another): its sender sees that
-                            // one; its origin pod stores it.
-                            m.deduplicated.fetch_add(1, Relaxed);
-                            log::debug!(
-                                "message with clientId {:?} already published as seq {}",
-                                h.msg.client_id,
-                                -seq
-                            );
-                        }
-                        redis::Value::ServerError(e) if e.code() == "NOSCRIPT" => retry.push(h),
-                        other => {
-                            m.redis_errors.fetch_add(1, Relaxed);
-                            log::warn!("Redis refused a publish: {other:?}");
-                            self.refuse(&h, "the message could not be stored; not sent");
-                        }
+        // Group: (node, slot or 0, asking) → rooms in first-seen order.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<(Node, u16, bool), usize> = HashMap::new();
+        for (i, h) in batch.iter().enumerate() {
+            let slot = room_slot(&h.msg.room);
+            let (node, asking) = match &h.ask {
+                Some(n) => (n.clone(), true),
+                None => (self.topo.node_of(slot), false),
+            };
+            let gkey = (node.clone(), if cluster || asking { slot } else { 0 }, asking);
+            let g = *index.entry(gkey).or_insert_with(|| {
+                groups.push(Group { node, asking, rooms: Vec::new() });
+                groups.len() - 1
+            });
+            let rooms = &mut groups[g].rooms;
+            match rooms.iter_mut().find(|(r, _)| **r == *h.msg.room) {
+                Some((_, idx)) => idx.push(i),
+                None => rooms.push((Arc::from(h.msg.room.as_str()), vec![i])),
+            }
+        }
+        let mut results: Vec<Option<i64>> = vec![None; batch.len()];
+        let mut retry: Vec<usize> = Vec::new();
+        let mut pause = false;
+        let mut nodes: Vec<Node> = groups.iter().map(|g| g.node.clone()).collect();
+        nodes.dedup();
+        nodes.sort_by_key(|n| n.to_string());
+        nodes.dedup();
+        for node in nodes {
+            let mine: Vec<&Group> = groups.iter().filter(|g| g.node == node).collect();
+            if !self.cons.contains_key(&node) {
+                // A node this publisher has no connection to (a failover, an ASK target).
+                match self.topo.client(&node).and_then(|c| c.get_connection_with_timeout(IO_TIMEOUT)).and_then(
+                    |mut c| {
+                        c.set_read_timeout(Some(IO_TIMEOUT))?;
+                        c.set_write_timeout(Some(IO_TIMEOUT))?;
+                        redis::Script::new(PUBLISH_SCRIPT).load(&mut c)?;
+                        Ok(c)
+                    },
+                ) {
+                    Ok(c) => {
+                        self.cons.insert(node.clone(), c);
                     }
-                }
-                if !retry.is_empty() {
-                    // The script cache was flushed: reconnect (which loads it) and resend.
-                    self.con = None;
-                    for h in retry.into_iter().rev() {
-                        self.held.push_front(h);
+                    Err(e) => {
+                        retry.extend(mine.iter().flat_map(|g| g.rooms.iter().flat_map(|(_, i)| i.iter().copied())));
+                        self.lost(&node, &e, batch.len());
+                        continue;
                     }
                 }
             }
-            Err(e) => {
-                // The connection failed mid-batch. The script is idempotent per
-                // message id, so the batch is simply sent again once reconnected.
-                m.redis_errors.fetch_add(1, Relaxed);
-                m.redis_publisher_up.store(0, Relaxed);
-                self.con = None;
-                let first = !self.backoff.failing();
-                let wait = self.backoff.failed();
-                if first {
-                    log::warn!(
-                        "Redis publish failed ({}); holding {} messages, retrying in {wait:?}",
-                        one_line(&e),
-                        batch.len()
-                    );
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for g in &mine {
+                if g.asking {
+                    pipe.cmd("ASKING").ignore();
                 }
-                for mut h in batch.into_iter().rev() {
-                    h.in_doubt = true;
-                    self.held.push_front(h);
+                self.script_call(&mut pipe, g, &batch);
+            }
+            let con = self.cons.get_mut(&node).expect("connected above");
+            match pipe.query::<Vec<redis::Value>>(con) {
+                Ok(values) => {
+                    for (g, v) in mine.iter().zip(values) {
+                        let idx: Vec<usize> = g.rooms.iter().flat_map(|(_, i)| i.iter().copied()).collect();
+                        match v {
+                            redis::Value::Array(seqs) if seqs.len() == idx.len() => {
+                                for (i, s) in idx.into_iter().zip(seqs) {
+                                    results[i] = Some(match s {
+                                        redis::Value::Int(s) => s,
+                                        _ => 0,
+                                    });
+                                }
+                            }
+                            redis::Value::ServerError(e) => {
+                                let err = redis::RedisError::from(e.clone());
+                                match (e.code(), redirect(&err)) {
+                                    (_, Some((true, to))) => {
+                                        for &i in &idx {
+                                            batch[i].ask = Some(to.clone());
+                                        }
+                                        retry.extend(idx);
+                                    }
+                                    (_, Some((false, _))) | ("TRYAGAIN", None) => {
+                                        self.topo.refresh();
+                                        pause = true;
+                                        retry.extend(idx);
+                                    }
+                                    ("NOSCRIPT", None) => {
+                                        // The script cache was flushed: reconnect (which loads it) and resend.
+                                        self.cons.remove(&node);
+                                        retry.extend(idx);
+                                    }
+                                    ("CLUSTERDOWN", None) | ("LOADING", None) | ("MASTERDOWN", None) => {
+                                        retry.extend(idx);
+                                        self.lost(&node, &err, batch.len());
+                                    }
+                                    _ => {
+                                        let m = &self.state.metrics.backend;
+                                        m.redis_errors.fetch_add(1, Relaxed);
+                                        log::warn!("Redis refused a publish: {}", one_line(&err));
+                                        for &i in &idx {
+                                            results[i] = Some(0);
+                                        }
+                                    }
+                                }
+                            }
+                            other => {
+                                self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
+                                log::warn!("unexpected answer to a publish: {other:?}");
+                                for i in idx {
+                                    results[i] = Some(0);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The connection failed mid-batch: Redis may have run any of it.
+                    let idx: Vec<usize> =
+                        mine.iter().flat_map(|g| g.rooms.iter().flat_map(|(_, i)| i.iter().copied())).collect();
+                    for &i in &idx {
+                        batch[i].in_doubt = true;
+                    }
+                    retry.extend(idx);
+                    self.lost(&node, &e, batch.len());
                 }
             }
         }
+        let m = &self.state.metrics.backend;
+        retry.sort_unstable();
+        let mut again: Vec<Held> = Vec::new();
+        for (i, mut h) in batch.into_iter().enumerate() {
+            if retry.binary_search(&i).is_ok() {
+                again.push(h);
+                continue;
+            }
+            h.ask = None;
+            match results[i] {
+                Some(seq) if seq > 0 => {
+                    m.redis_published.fetch_add(1, Relaxed);
+                    h.msg.seq = seq as u64;
+                    if let Some(store) = &self.store {
+                        store.enqueue(h.msg);
+                    }
+                }
+                Some(seq) if seq < 0 => {
+                    // A resend of a message already published under the same
+                    // clientId (by this pod or another): its sender sees that
+                    // one; its origin pod stores it.
+                    m.deduplicated.fetch_add(1, Relaxed);
+                    log::debug!("message with clientId {:?} already published as seq {}", h.msg.client_id, -seq);
+                }
+                _ => self.refuse(&h, "the message could not be stored; not sent"),
+            }
+        }
+        for h in again.into_iter().rev() {
+            self.held.push_front(h);
+        }
+        if pause {
+            std::thread::sleep(REDIRECT_PAUSE);
+        }
+    }
+
+    /// Appends the script call of `g` to `pipe`.
+    fn script_call(&self, pipe: &mut redis::Pipeline, g: &Group, batch: &[Held]) {
+        let mut keys: Vec<String> = Vec::new();
+        let mut args: Vec<String> = vec![self.state.history.ring().to_string(), DEDUPE_TTL_SECS.to_string()];
+        for (room, idx) in &g.rooms {
+            let floor = self.state.history.known_last_seq(room).unwrap_or(0);
+            keys.push(seq_key(room));
+            keys.push(history_key(room));
+            args.push(channel(room));
+            args.push(floor.to_string());
+            args.push(idx.len().to_string());
+            for &i in idx {
+                let msg = &batch[i].msg;
+                if let Some(cid) = &msg.client_id {
+                    keys.push(client_key(room, cid));
+                }
+                args.push(msg.id.clone());
+                args.push(msg.client_id.clone().unwrap_or_default());
+                args.push(if batch[i].in_doubt { "1" } else { "0" }.to_string());
+                args.push(encode_fields(msg));
+            }
+        }
+        pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len()).arg(keys).arg(args);
     }
 
     /// Refuses held messages that have waited longer than `HOLD`; those in
@@ -350,35 +534,36 @@ impl Publisher {
         }
     }
 
-    /// Reads the dedupe markers of the unresolved messages (just after a
-    /// reconnect): a marker naming the message means the script had run,
-    /// so the message was delivered and is stored now. Markers expire after
-    /// `DEDUPE_TTL_SECS`; older unresolved messages are dropped unread.
+    /// Looks the unresolved messages up in their rooms' lists (just after
+    /// a reconnect): one found there was published after all, so it was
+    /// delivered and is stored now. Those older than `DEDUPE_TTL_SECS` are
+    /// dropped unread.
     fn resolve_unresolved(&mut self) {
         let ttl = Duration::from_secs(DEDUPE_TTL_SECS);
         self.unresolved.retain(|(_, at)| at.elapsed() < ttl);
         if self.unresolved.is_empty() {
             return;
         }
-        let Some(con) = self.con.as_mut() else { return };
-        let mut pipe = redis::pipe();
+        let ring = self.state.history.ring() as i64;
+        let mut lists: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         for (msg, _) in &self.unresolved {
-            pipe.cmd("GET").arg(dedupe_key(msg));
-        }
-        let markers: Vec<Option<String>> = match pipe.query(con) {
-            Ok(m) => m,
-            Err(e) => {
-                log::debug!("reading the markers of unresolved messages failed ({}); next reconnect", one_line(&e));
-                return; // still unresolved; the next reconnect tries again
-            }
-        };
-        let mut published = 0;
-        for ((mut msg, _), marker) in std::mem::take(&mut self.unresolved).into_iter().zip(markers) {
-            let Some((seq, owner)) = marker.as_deref().and_then(|m| m.split_once(' ')) else { continue };
-            if owner != msg.id {
+            if lists.contains_key(&msg.room) {
                 continue;
             }
-            let Ok(seq) = seq.parse::<u64>() else { continue };
+            let cmd = redis::cmd("LRANGE").arg(history_key(&msg.room)).arg(-ring).arg(-1).clone();
+            match self.pool.query::<Vec<Vec<u8>>>(&msg.room, &cmd) {
+                Ok(items) => {
+                    lists.insert(msg.room.clone(), items);
+                }
+                Err(e) => {
+                    log::debug!("reading the lists of unresolved messages failed ({}); next reconnect", one_line(&e));
+                    return; // still unresolved; the next reconnect tries again
+                }
+            }
+        }
+        let mut published = 0;
+        for (mut msg, _) in std::mem::take(&mut self.unresolved) {
+            let Some(seq) = lists.get(&msg.room).and_then(|items| find_in_list(items, &msg.id)) else { continue };
             msg.seq = seq;
             published += 1;
             self.state.metrics.backend.redis_published.fetch_add(1, Relaxed);

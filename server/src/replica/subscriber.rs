@@ -1,32 +1,52 @@
-//! The subscriber thread: the Redis subscription → history → workers.
+//! The subscriber thread: room-scoped Redis subscriptions → history → workers.
 //!
-//! Every message of every room arrives here on every pod (the origin pod
-//! too: it delivers from the subscription like the others, so every pod
-//! delivers in the one order Redis gave). For each message:
+//! A pod listens only to the rooms it has members in. Workers report each
+//! chat connection's room when it starts joining and when it is removed
+//! ([`Interest`], through the channel in `ServerState::interest`); the
+//! subscriber counts them per room and:
+//! - on the first one, sends `SSUBSCRIBE chat:{ROOM}:ch` on the connection
+//!   to the node owning the room's slot (one connection per master node,
+//!   all polled by one `mio::Poll`);
+//! - when Redis confirms the subscription, reads the room's counter and,
+//!   as soon as this pod knows the room's last seq (at once, or when the
+//!   history loader has warmed it for the joining client), fills what lies
+//!   between from the room's Redis list. Nothing published between
+//!   "subscribed" and "delivering" is lost; the seq checks below skip what
+//!   arrives twice;
+//! - `ROOM_LINGER_SECS` after the last member left, sends `SUNSUBSCRIBE`; once
+//!   confirmed, the room is forgotten by this pod's history (not known, not
+//!   complete: the next join loads it again). Rooms loaded without a
+//!   subscription (a `/history` request) are forgotten by a periodic sweep,
+//!   so a stale ring is never taken for a complete one.
+//!
+//! For each message received (the origin pod too: every pod delivers in
+//! the one order Redis gave):
 //! - a seq at or below the room's last one here is a duplicate (already
-//!   delivered by a gap fill) and is skipped;
+//!   delivered by a fill) and is skipped;
 //! - the next seq is stored in history, framed once and fanned out;
-//! - a seq further ahead means messages were missed (the subscription was
-//!   down): they are fetched from the room's Redis list and delivered
-//!   first, in order. If the list no longer has them, the room's clients
-//!   here are closed with 1012 and resume with `since` (the history loader
-//!   then reads MongoDB): a client is never left with a silent gap.
+//! - a seq further ahead means messages were missed: they are fetched from
+//!   the room's Redis list and delivered first, in order. If the list no
+//!   longer has them, the room's clients here are closed with 1012 and
+//!   resume with `since` (the history loader then reads MongoDB).
 //!
-//! After every (re)subscription, rooms whose Redis counter moved on while
-//! this pod was not listening are caught up the same way, so a room that
-//! goes quiet right after an outage is not left behind either.
-//!
-//! The subscription polls with a short timeout so the thread notices
-//! shutdown; Redis commands for fills go over a second connection (a
-//! subscribed connection accepts no other commands).
+//! A lost connection, a failover or a slot that moved (Redis pushes
+//! `sunsubscribe`) makes the affected rooms subscribe again — on the node
+//! the refreshed topology names — and catch up the same way.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{decode, history_key, seq_key, CHANNEL};
+use crossbeam_channel::Receiver;
+use mio::{Events, Interest as Ready, Poll, Token};
+
+use super::pool::NodePool;
+use super::resp::{Resp, SubConn};
+use super::topology::{room_slot, Node, Topology};
+use super::{channel, decode, history_key, room_of_channel, seq_key};
 use crate::backoff::Backoff;
 use crate::chat::history::{Arrival, Entry};
 use crate::chat::protocol::ChatMessage;
@@ -35,111 +55,399 @@ use crate::hub::inbox::ToWorker;
 use crate::state::ServerState;
 use crate::store::mongo::one_line;
 
-/// How often the subscription wakes up to check for shutdown.
-const POLL: Duration = Duration::from_millis(200);
-/// Rooms whose counters are read in one MGET during a catch-up.
-const CATCH_UP_CHUNK: usize = 500;
+/// Longest the loop sleeps in `poll` (shutdown, interest, timers).
+const POLL: Duration = Duration::from_millis(20);
+/// How often rooms loaded without a subscription are forgotten.
+const SWEEP: Duration = Duration::from_secs(5);
+/// Connect timeout to a node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A chat connection's room, as workers report it.
+#[derive(Debug)]
+pub enum Interest {
+    /// A connection started joining the room.
+    Join(Arc<str>),
+    /// A connection that had joined (or was joining) is gone.
+    Leave(Arc<str>),
+}
 
 /// Starts the subscriber; it exits when `stop` is set.
-pub fn spawn(state: Arc<ServerState>, client: redis::Client, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(
+    state: Arc<ServerState>,
+    topo: Arc<Topology>,
+    interest: Receiver<Interest>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let poll = Poll::new()?;
     let mut sub = Subscriber {
+        pool: NodePool::new(topo.clone()),
+        topo,
         state,
-        client,
+        interest,
         stop,
+        poll,
+        conns: HashMap::new(),
+        next_token: 0,
+        rooms: HashMap::new(),
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         ever_connected: false,
+        last_sweep: Instant::now(),
     };
     std::thread::Builder::new().name("redis-subscriber".into()).spawn(move || sub.run())
 }
 
+/// Where a room's subscription stands.
+#[derive(Debug, Default)]
+struct RoomSub {
+    /// Local connections in (or joining) the room.
+    refs: u32,
+    /// The node `SSUBSCRIBE` was sent to; `None`: to be sent.
+    node: Option<Node>,
+    /// Redis confirmed the subscription.
+    active: bool,
+    /// `SUNSUBSCRIBE` was sent.
+    leaving: bool,
+    /// When `refs` fell to 0.
+    idle_since: Option<Instant>,
+    /// The room's counter when the subscription was confirmed: fill up to
+    /// it once the room's last seq is known here. `Some(None)`: read it.
+    catch_up: Option<Option<u64>>,
+}
+
+struct NodeConn {
+    conn: SubConn,
+    token: Token,
+}
+
 struct Subscriber {
     state: Arc<ServerState>,
-    client: redis::Client,
+    topo: Arc<Topology>,
+    pool: NodePool,
+    interest: Receiver<Interest>,
     stop: Arc<AtomicBool>,
+    poll: Poll,
+    conns: HashMap<Node, NodeConn>,
+    next_token: usize,
+    rooms: HashMap<Arc<str>, RoomSub>,
     backoff: Backoff,
     ever_connected: bool,
+    last_sweep: Instant,
 }
 
 impl Subscriber {
     fn run(&mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut values = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            if !self.backoff.ready() {
-                std::thread::sleep(self.backoff.remaining().min(POLL));
+            self.take_interest();
+            self.connect_masters();
+            self.subscribe_wanted();
+            self.flush_all();
+            if let Err(e) = self.poll.poll(&mut events, Some(POLL)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    log::error!("redis-subscriber poll failed: {e}");
+                    std::thread::sleep(POLL);
+                }
                 continue;
             }
-            match self.session() {
-                Ok(()) => break, // stopped
-                Err(e) => {
-                    let m = &self.state.metrics.backend;
-                    m.redis_errors.fetch_add(1, Relaxed);
-                    m.redis_subscriber_up.store(0, Relaxed);
-                    let first = !self.backoff.failing();
-                    let wait = self.backoff.failed();
-                    if first {
-                        log::warn!(
-                            "Redis subscription lost ({}); resubscribing with backoff (next in {wait:?})",
-                            one_line(&e)
-                        );
+            for ev in events.iter() {
+                let Some(node) = self.conns.iter().find(|(_, c)| c.token == ev.token()).map(|(n, _)| n.clone()) else {
+                    continue;
+                };
+                values.clear();
+                let read = self.conns.get_mut(&node).map(|c| c.conn.read(&mut values));
+                for v in values.drain(..) {
+                    if let Err(e) = self.on_value(&node, v) {
+                        self.command_failed(&e);
+                        break;
                     }
                 }
+                if let Some(Err(e)) = read {
+                    self.node_failed(&node, &e.to_string());
+                }
+            }
+            self.catch_up_rooms();
+            self.linger();
+            if self.last_sweep.elapsed() >= SWEEP {
+                self.sweep();
             }
         }
         log::debug!("redis-subscriber stopped");
     }
 
-    /// One subscribed session: returns `Ok` on shutdown, `Err` when Redis fails.
-    fn session(&mut self) -> redis::RedisResult<()> {
-        let mut sub_con = self.client.get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut cmd = self.client.get_connection_with_timeout(Duration::from_secs(2))?;
-        cmd.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut pubsub = sub_con.as_pubsub();
-        pubsub.subscribe(CHANNEL)?;
-        pubsub.set_read_timeout(Some(POLL))?;
-        let m = &self.state.metrics.backend;
-        m.redis_subscriber_up.store(1, Relaxed);
-        if self.ever_connected {
-            m.redis_reconnects.fetch_add(1, Relaxed);
-            log::info!("Redis subscription restored on {CHANNEL}; catching up rooms");
-        } else {
-            log::info!("Redis subscription on {CHANNEL} established");
-        }
-        self.ever_connected = true;
-        self.backoff.succeeded();
-        // Messages published from here on are buffered on the subscription;
-        // anything missed before it is found by comparing counters.
-        self.catch_up(&mut cmd)?;
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            match pubsub.get_message() {
-                Ok(msg) => {
-                    let payload = msg.get_payload_bytes().to_vec();
-                    self.on_payload(&payload, &mut cmd)?;
+    fn take_interest(&mut self) {
+        while let Ok(i) = self.interest.try_recv() {
+            match i {
+                Interest::Join(room) => {
+                    let r = self.rooms.entry(room).or_default();
+                    r.refs += 1;
+                    r.idle_since = None;
                 }
-                Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(e),
+                Interest::Leave(room) => {
+                    if let Some(r) = self.rooms.get_mut(&room) {
+                        r.refs = r.refs.saturating_sub(1);
+                        if r.refs == 0 {
+                            r.idle_since = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+        self.state.metrics.backend.redis_subscribed_rooms.store(self.rooms.len() as i64, Relaxed);
+    }
+
+    /// Keeps a connection to every master (so `redis_connected` is true
+    /// even with no room subscribed); reconnects with backoff.
+    fn connect_masters(&mut self) {
+        let masters = self.topo.masters();
+        let missing: Vec<Node> = masters.into_iter().filter(|n| !self.conns.contains_key(n)).collect();
+        if missing.is_empty() || !self.backoff.ready() {
+            return;
+        }
+        for node in missing {
+            match SubConn::connect(&node, self.topo.auth(), CONNECT_TIMEOUT) {
+                Ok(mut conn) => {
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(e) =
+                        self.poll.registry().register(&mut conn.stream, token, Ready::READABLE | Ready::WRITABLE)
+                    {
+                        self.node_failed(&node, &e.to_string());
+                        continue;
+                    }
+                    self.conns.insert(node.clone(), NodeConn { conn, token });
+                    let m = &self.state.metrics.backend;
+                    if self.ever_connected {
+                        m.redis_reconnects.fetch_add(1, Relaxed);
+                        log::info!("Redis subscription restored on {node}; resubscribing and catching up rooms");
+                    } else {
+                        log::info!("Redis subscription connection to {node} established");
+                    }
+                    self.ever_connected = true;
+                }
+                Err(e) => {
+                    self.node_failed(&node, &e.to_string());
+                    return;
+                }
+            }
+        }
+        if self.topo.masters().iter().all(|n| self.conns.contains_key(n)) {
+            self.backoff.succeeded();
+            self.state.metrics.backend.redis_subscriber_up.store(1, Relaxed);
+        }
+    }
+
+    /// Sends `SSUBSCRIBE` for rooms with members that are not subscribed.
+    fn subscribe_wanted(&mut self) {
+        let wanted: Vec<Arc<str>> =
+            self.rooms.iter().filter(|(_, r)| r.refs > 0 && r.node.is_none()).map(|(k, _)| k.clone()).collect();
+        for room in wanted {
+            let node = self.topo.node_of(room_slot(&room));
+            let Some(c) = self.conns.get_mut(&node) else { continue };
+            c.conn.send(&[b"SSUBSCRIBE", channel(&room).as_bytes()]);
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.node = Some(node);
+                r.leaving = false;
             }
         }
     }
 
-    fn on_payload(&self, payload: &[u8], cmd: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn flush_all(&mut self) {
+        let mut failed = Vec::new();
+        for (node, c) in self.conns.iter_mut() {
+            if let Err(e) = c.conn.flush() {
+                failed.push((node.clone(), e.to_string()));
+            }
+        }
+        for (node, e) in failed {
+            self.node_failed(&node, &e);
+        }
+    }
+
+    /// The connection to `node` failed: its rooms subscribe again (on the
+    /// node the refreshed topology names) and catch up.
+    fn node_failed(&mut self, node: &Node, why: &str) {
+        let m = &self.state.metrics.backend;
+        m.redis_errors.fetch_add(1, Relaxed);
+        m.redis_subscriber_up.store(0, Relaxed);
+        if let Some(mut c) = self.conns.remove(node) {
+            let _ = self.poll.registry().deregister(&mut c.conn.stream);
+        }
+        for r in self.rooms.values_mut().filter(|r| r.node.as_ref() == Some(node)) {
+            r.node = None;
+            r.active = false;
+            r.leaving = false;
+        }
+        let first = !self.backoff.failing();
+        let wait = self.backoff.failed();
+        if first {
+            log::warn!("Redis subscription to {node} lost ({why}); resubscribing with backoff (next in {wait:?})");
+        }
+        self.topo.refresh();
+    }
+
+    fn command_failed(&mut self, e: &redis::RedisError) {
+        self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
+        log::warn!("Redis command of the subscriber failed ({}); retrying", one_line(e));
+    }
+
+    fn on_value(&mut self, node: &Node, v: Resp) -> redis::RedisResult<()> {
+        let items = match v {
+            Resp::Array(Some(items)) => items,
+            Resp::Error(e) => {
+                self.on_error(node, &e);
+                return Ok(());
+            }
+            other => {
+                log::debug!("unexpected value on the subscription to {node}: {other:?}");
+                return Ok(());
+            }
+        };
+        let kind = items.first().and_then(Resp::bytes).unwrap_or_default();
+        let Some(room) = items.get(1).and_then(Resp::bytes).and_then(room_of_channel) else { return Ok(()) };
+        match kind {
+            b"smessage" => {
+                let payload = items.get(2).and_then(Resp::bytes).unwrap_or_default();
+                self.on_payload(&room, payload)
+            }
+            b"ssubscribe" => {
+                if let Some(r) = self.rooms.get_mut(&*room) {
+                    r.active = true;
+                    r.catch_up = Some(None);
+                }
+                Ok(())
+            }
+            b"sunsubscribe" => {
+                self.on_unsubscribed(&room);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `SSUBSCRIBE` refused: `MOVED` (the slot is elsewhere now) or a
+    /// cluster that is down; the rooms waiting for a confirmation on this
+    /// node try again after a topology refresh.
+    fn on_error(&mut self, node: &Node, e: &str) {
+        self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
+        log::info!("Redis answered a subscription on {node} with {e:?}; refreshing the topology and resubscribing");
+        for r in self.rooms.values_mut().filter(|r| r.node.as_ref() == Some(node) && !r.active) {
+            r.node = None;
+        }
+        self.topo.refresh();
+    }
+
+    /// Redis confirmed an unsubscription: ours (the room lingered long
+    /// enough), or its own (the slot moved to another node).
+    fn on_unsubscribed(&mut self, room: &Arc<str>) {
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        r.active = false;
+        r.node = None;
+        if r.leaving && r.refs == 0 {
+            self.rooms.remove(room);
+            self.state.history.forget(room);
+            return;
+        }
+        if !r.leaving {
+            log::info!("room {room}: Redis ended its subscription (slot moved); resubscribing");
+            self.topo.refresh();
+        }
+        r.leaving = false;
+    }
+
+    /// Fills what rooms missed while they were not subscribed.
+    fn catch_up_rooms(&mut self) {
+        let pending: Vec<Arc<str>> =
+            self.rooms.iter().filter(|(_, r)| r.active && r.catch_up.is_some()).map(|(k, _)| k.clone()).collect();
+        for room in pending {
+            let want = self.rooms.get(&room).and_then(|r| r.catch_up).expect("filtered");
+            let counter = match want {
+                Some(c) => c,
+                None => match self.pool.query::<Option<u64>>(&room, redis::cmd("GET").arg(seq_key(&room))) {
+                    Ok(c) => {
+                        let c = c.unwrap_or(0);
+                        if let Some(r) = self.rooms.get_mut(&room) {
+                            r.catch_up = Some(Some(c));
+                        }
+                        c
+                    }
+                    Err(e) => {
+                        self.command_failed(&e);
+                        continue;
+                    }
+                },
+            };
+            let Some(local) = self.state.history.known_last_seq(&room) else { continue };
+            if local < counter {
+                if let Err(e) = self.fill(&room, local, counter + 1) {
+                    self.command_failed(&e);
+                    continue;
+                }
+            }
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.catch_up = None;
+            }
+        }
+    }
+
+    /// Unsubscribes rooms whose last member left `ROOM_LINGER_SECS` ago.
+    fn linger(&mut self) {
+        let now = Instant::now();
+        let linger = self.state.config.room_linger;
+        for (room, r) in self.rooms.iter_mut() {
+            if r.refs == 0 && r.active && !r.leaving && r.idle_since.is_some_and(|t| now.duration_since(t) >= linger) {
+                if let Some(c) = r.node.as_ref().and_then(|n| self.conns.get_mut(n)) {
+                    c.conn.send(&[b"SUNSUBSCRIBE", channel(room).as_bytes()]);
+                    r.leaving = true;
+                }
+            }
+        }
+        // A room that never got its subscription and has no member left.
+        self.rooms.retain(|_, r| r.refs > 0 || r.node.is_some());
+    }
+
+    /// Forgets rooms this pod's history holds without a subscription.
+    /// Interest is read between listing and forgetting: a join reports its
+    /// room before asking the loader, so a room loaded for a join is never
+    /// swept.
+    fn sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        let held = self.state.history.known_rooms();
+        self.take_interest();
+        for (room, _) in held {
+            if !self.rooms.contains_key(&room) {
+                self.state.history.forget(&room);
+            }
+        }
+    }
+
+    /// A published payload: one or more `SEQ JSON` lines of one room.
+    fn on_payload(&mut self, room: &Arc<str>, payload: &[u8]) -> redis::RedisResult<()> {
+        for line in payload.split(|&b| b == b'\n') {
+            self.on_message(room, line)?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, room: &Arc<str>, payload: &[u8]) -> redis::RedisResult<()> {
         let m = &self.state.metrics.backend;
         m.redis_received.fetch_add(1, Relaxed);
-        let Some(msg) = decode(payload) else {
-            log::warn!("ignored a message on {CHANNEL} that is not ours ({} bytes)", payload.len());
+        let Some(msg) = decode(payload).filter(|m| *m.room == **room) else {
+            log::warn!("ignored a message on {} that is not ours ({} bytes)", channel(room), payload.len());
             return Ok(());
         };
-        let room: Arc<str> = Arc::from(msg.room.as_str());
-        match self.state.history.classify(&room, msg.seq) {
+        match self.state.history.classify(room, msg.seq) {
             Arrival::Duplicate => Ok(()),
             Arrival::Next => {
-                self.deliver(&room, &msg);
+                self.deliver(room, &msg);
                 Ok(())
             }
             Arrival::Gap { after } => {
-                self.fill(cmd, &room, after, msg.seq)?;
-                self.deliver(&room, &msg);
+                self.fill(room, after, msg.seq)?;
+                // A load may have merged it meanwhile.
+                if self.state.history.classify(room, msg.seq) == Arrival::Next {
+                    self.deliver(room, &msg);
+                }
                 Ok(())
             }
         }
@@ -147,9 +455,15 @@ impl Subscriber {
 
     /// Delivers the messages `after < seq < upto` of `room` from its Redis
     /// list, or makes the room's clients resume if the list lacks them.
-    fn fill(&self, cmd: &mut redis::Connection, room: &Arc<str>, after: u64, upto: u64) -> redis::RedisResult<()> {
+    fn fill(&mut self, room: &Arc<str>, after: u64, upto: u64) -> redis::RedisResult<()> {
         let ring = self.state.history.ring() as i64;
-        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(history_key(room)).arg(-ring).arg(-1).query(cmd)?;
+        let raw: Vec<Vec<u8>> =
+            self.pool.query(room, redis::cmd("LRANGE").arg(history_key(room)).arg(-ring).arg(-1))?;
+        // Re-read: a live message may have advanced the room meanwhile.
+        let after = self.state.history.known_last_seq(room).map_or(after, |n| n.max(after));
+        if after + 1 >= upto {
+            return Ok(());
+        }
         let mut missing: Vec<ChatMessage> = raw
             .iter()
             .filter_map(|r| decode(r))
@@ -175,25 +489,6 @@ impl Subscriber {
             self.state.history.restart_after_gap(room, upto);
             for inbox in &self.state.inboxes {
                 inbox.send(ToWorker::Resync { room: room.clone() });
-            }
-        }
-        Ok(())
-    }
-
-    /// Compares every known room's last seq with its Redis counter and
-    /// fills what moved on while this pod was not subscribed.
-    fn catch_up(&self, cmd: &mut redis::Connection) -> redis::RedisResult<()> {
-        let rooms = self.state.history.known_rooms();
-        for chunk in rooms.chunks(CATCH_UP_CHUNK) {
-            let keys: Vec<String> = chunk.iter().map(|(r, _)| seq_key(r)).collect();
-            let remote: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query(cmd)?;
-            for ((room, local), remote) in chunk.iter().zip(remote) {
-                if let Some(r) = remote.filter(|&r| r > *local) {
-                    // Re-read: a live message may have advanced the room meanwhile.
-                    if let Some(now) = self.state.history.known_last_seq(room).filter(|&n| n < r) {
-                        self.fill(cmd, room, now, r + 1)?;
-                    }
-                }
             }
         }
         Ok(())

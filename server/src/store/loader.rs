@@ -34,6 +34,8 @@ use crate::backoff::Backoff;
 use crate::chat::history::Entry;
 use crate::hub::inbox::ToWorker;
 use crate::replica;
+use crate::replica::pool::NodePool;
+use crate::replica::topology::Topology;
 use crate::state::ServerState;
 
 /// Most messages a resume fetches from MongoDB, beyond the ring. A client
@@ -70,12 +72,12 @@ pub struct LoadRequest {
 pub fn spawn(
     state: Arc<ServerState>,
     rx: Receiver<LoadRequest>,
-    redis: Option<redis::Client>,
+    redis: Option<Arc<Topology>>,
     mongo: Option<Mongo>,
 ) -> std::io::Result<JoinHandle<()>> {
     let backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut loader =
-        Loader { state, redis, redis_con: None, redis_backoff: backoff(), mongo, mongo_backoff: backoff() };
+    let redis = redis.map(NodePool::new);
+    let mut loader = Loader { state, redis, redis_backoff: backoff(), mongo, mongo_backoff: backoff() };
     std::thread::Builder::new().name("history-loader".into()).spawn(move || {
         for req in rx.iter() {
             loader.handle(req);
@@ -85,8 +87,8 @@ pub fn spawn(
 
 struct Loader {
     state: Arc<ServerState>,
-    redis: Option<redis::Client>,
-    redis_con: Option<redis::Connection>,
+    /// Connections to the Redis node owning each room's slot.
+    redis: Option<NodePool>,
     /// Also the Redis state for the logs: a failure and the recovery are
     /// logged once each ([`Backoff::failing`]); likewise for MongoDB.
     redis_backoff: Backoff,
@@ -131,25 +133,12 @@ impl Loader {
 
     /// The room's Redis list, or `None` if Redis is not configured or failed.
     fn redis_recent(&mut self, room: &str, ring: usize) -> Option<Vec<Entry>> {
-        let client = self.redis.as_ref()?;
         if !self.redis_backoff.ready() {
             return None;
         }
-        if self.redis_con.is_none() {
-            match client.get_connection_with_timeout(Duration::from_secs(1)) {
-                Ok(c) => {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                    self.redis_con = Some(c);
-                }
-                Err(e) => {
-                    self.redis_failed(&e);
-                    return None;
-                }
-            }
-        }
-        let con = self.redis_con.as_mut()?;
+        let pool = self.redis.as_mut()?;
         let result: redis::RedisResult<Vec<Vec<u8>>> =
-            redis::cmd("LRANGE").arg(replica::history_key(room)).arg(-(ring as i64)).arg(-1).query(con);
+            pool.query(room, redis::cmd("LRANGE").arg(replica::history_key(room)).arg(-(ring as i64)).arg(-1));
         match result {
             Ok(items) => {
                 if self.redis_backoff.failing() {
@@ -166,7 +155,6 @@ impl Loader {
                 )
             }
             Err(e) => {
-                self.redis_con = None;
                 self.redis_failed(&e);
                 None
             }
