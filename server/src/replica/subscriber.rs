@@ -33,7 +33,7 @@
 //! `sunsubscribe`) makes the affected rooms subscribe again — on the node
 //! the refreshed topology names — and catch up the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -90,7 +90,7 @@ pub fn spawn(
         next_token: 0,
         rooms: HashMap::new(),
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
-        ever_connected: false,
+        connected_before: HashSet::new(),
         last_sweep: Instant::now(),
     };
     std::thread::Builder::new().name("redis-subscriber".into()).spawn(move || sub.run())
@@ -130,7 +130,8 @@ struct Subscriber {
     next_token: usize,
     rooms: HashMap<Arc<str>, RoomSub>,
     backoff: Backoff,
-    ever_connected: bool,
+    /// Nodes connected to at least once (a new connection to one of them is a reconnection).
+    connected_before: HashSet<Node>,
     last_sweep: Instant,
 }
 
@@ -217,13 +218,12 @@ impl Subscriber {
                     }
                     self.conns.insert(node.clone(), NodeConn { conn, token });
                     let m = &self.state.metrics.backend;
-                    if self.ever_connected {
+                    if !self.connected_before.insert(node.clone()) {
                         m.redis_reconnects.fetch_add(1, Relaxed);
                         log::info!("Redis subscription restored on {node}; resubscribing and catching up rooms");
                     } else {
                         log::info!("Redis subscription connection to {node} established");
                     }
-                    self.ever_connected = true;
                 }
                 Err(e) => {
                     self.node_failed(&node, &e.to_string());

@@ -1,0 +1,250 @@
+//! Replica mode on a real Redis Cluster: three masters with a replica each
+//! (redis-server 7, cluster mode, on free loopback ports, created with
+//! `redis-cli --cluster create`). Rooms spread over the three shards; two
+//! server replicas act as one chat through a master failover; a
+//! REDIS_CLUSTER_NODES that points at a standalone Redis stops the server.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::tracker::{Report, Tracker};
+use common::*;
+use websocket_server::replica::topology::room_slot;
+
+/// Six redis-servers in cluster mode: masters first, then their replicas.
+struct Cluster {
+    nodes: Vec<(u16, Child)>,
+    dir: PathBuf,
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (tools/test.sh installs redis-server, which has it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("ws-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    dir.join(format!("nodes-{i}.conf")).to_str().unwrap(),
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            nodes.push((port, child));
+        }
+        for (port, _) in &nodes {
+            eventually("redis-server up", || redis_cli(*port, &["ping"]).trim() == "PONG");
+        }
+        let addrs: Vec<String> = nodes.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+        let out = Command::new("redis-cli").args(&args).output().unwrap();
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let c = Cluster { nodes, dir };
+        c.await_ok();
+        c
+    }
+
+    fn await_ok(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let ok = self.nodes.iter().all(|(p, _)| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"));
+            let masters = self.masters();
+            if ok && masters.len() == 3 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("cluster not ok in time");
+    }
+
+    /// Master ports with their slot ranges.
+    fn masters(&self) -> Vec<(u16, Vec<(u16, u16)>)> {
+        let text = redis_cli(self.nodes[0].0, &["cluster", "nodes"]);
+        text.lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let port: u16 = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+                let ranges = f[8..]
+                    .iter()
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once('-').unwrap_or((r, r));
+                        Some((a.parse().ok()?, b.parse().ok()?))
+                    })
+                    .collect::<Vec<(u16, u16)>>();
+                (!ranges.is_empty()).then_some((port, ranges))
+            })
+            .collect()
+    }
+
+    fn seeds(&self) -> String {
+        self.nodes[..2].iter().map(|(p, _)| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// The replica of the master on `master_port`.
+    fn replica_of(&self, master_port: u16) -> u16 {
+        let text = redis_cli(master_port, &["cluster", "nodes"]);
+        let id = text.lines().find(|l| l.contains("myself")).unwrap().split_whitespace().next().unwrap().to_string();
+        let line = text.lines().find(|l| l.contains("slave") && l.contains(&id)).expect("a replica");
+        line.split_whitespace().nth(1).unwrap().split('@').next().unwrap().rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.nodes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn replica(pod: &str, seeds: &str) -> Server {
+    Server::start(&[
+        ("REDIS_CLUSTER_NODES", seeds),
+        ("POD_NAME", pod),
+        ("RATE_LIMIT", "1000"),
+        ("RATE_BURST", "1000"),
+        ("WORKERS", "2"),
+    ])
+}
+
+/// Every report gapless; no seq carries two texts; every text sent was
+/// delivered or refused with an error frame.
+fn assert_no_loss(room: &str, reports: &[Report]) {
+    let mut seen: HashMap<u64, String> = HashMap::new();
+    for (i, r) in reports.iter().enumerate() {
+        r.assert_gapless(&format!("{room} client {i}"));
+        for (seq, text) in r.seqs.iter().zip(&r.texts) {
+            let prev = seen.insert(*seq, text.clone());
+            assert!(prev.is_none() || prev.as_ref() == Some(text), "{room}: seq {seq} carried two messages");
+        }
+    }
+    let delivered: BTreeSet<&String> = seen.values().collect();
+    assert_eq!(delivered.len(), seen.len(), "{room}: a message was sequenced twice");
+    let refused: usize = reports.iter().map(|r| r.refused.len()).sum();
+    let lost = reports.iter().flat_map(|r| &r.sent).filter(|t| !delivered.contains(t)).count();
+    assert!(lost <= refused, "{room}: {lost} messages lost, {refused} refused");
+}
+
+#[test]
+fn two_replicas_on_a_three_master_cluster_act_as_one_through_a_failover() {
+    let cluster = Cluster::start();
+    let seeds = cluster.seeds();
+    let servers: Vec<Server> = (0..2).map(|i| replica(&format!("pod-{i}"), &seeds)).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    // Rooms on every master.
+    let masters = cluster.masters();
+    let owner = |room: &str| {
+        let s = room_slot(room);
+        masters.iter().position(|(_, r)| r.iter().any(|&(a, b)| a <= s && s <= b)).unwrap()
+    };
+    let mut rooms: Vec<String> = Vec::new();
+    for m in 0..3 {
+        rooms.extend((0..200).map(|i| format!("r{i}")).filter(|r| owner(r) == m).take(2));
+    }
+    assert_eq!(rooms.len(), 6);
+    let mut clients: Vec<(usize, Tracker)> = Vec::new();
+    for (r, room) in rooms.iter().enumerate() {
+        for i in 0..2 {
+            clients.push((r, Tracker::start(ports.clone(), i % 2, room, &format!("c{i}"))));
+        }
+    }
+    let send_round = |clients: &[(usize, Tracker)], round: usize| {
+        for (i, (r, c)) in clients.iter().enumerate() {
+            c.send(&format!("{}:{i}:{round}", rooms[*r]));
+        }
+    };
+    for round in 0..5 {
+        send_round(&clients, round);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    eventually("every client saw 10 messages", || clients.iter().all(|(_, c)| c.last_seq() >= 10));
+    for s in &servers {
+        assert_eq!(s.metric("websocket_redis_connected"), 1.0);
+        assert_eq!(s.metric("websocket_redis_subscribed_rooms"), 6.0);
+    }
+
+    // Fail over the master of the first two rooms to its replica, mid-traffic.
+    let (old_master, _) = masters[owner(&rooms[0])];
+    let promoted = cluster.replica_of(old_master);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for round in 5..25 {
+                send_round(&clients, round);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(redis_cli(promoted, &["cluster", "failover"]).contains("OK"));
+    });
+    eventually("the replica took over", || redis_cli(promoted, &["role"]).starts_with("master"));
+    for round in 25..30 {
+        send_round(&clients, round);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    eventually("every client saw 60 messages", || clients.iter().all(|(_, c)| c.last_seq() >= 60));
+    assert!(
+        servers.iter().all(|s| s.logged("Redis Cluster slot map") && s.logged("Redis ended its subscription")),
+        "the replicas followed the failover: new slot map, subscriptions moved"
+    );
+    let reports: Vec<(usize, Report)> = clients.into_iter().map(|(r, c)| (r, c.finish())).collect();
+    for (r, room) in rooms.iter().enumerate() {
+        let mine: Vec<Report> = reports.iter().filter(|(x, _)| *x == r).map(|(_, rep)| rep.clone()).collect();
+        for rep in &mine {
+            assert!(rep.refused.is_empty(), "{room}: a manual failover refuses nothing: {:?}", rep.refused);
+            assert_eq!(rep.seqs, (1..=60).collect::<Vec<u64>>(), "{room}: one order, exactly once");
+            assert_eq!(rep.texts, mine[0].texts, "{room}: both replicas deliver the same order");
+        }
+        assert_no_loss(room, &mine);
+    }
+}
+
+#[test]
+fn cluster_nodes_that_are_not_a_cluster_stop_the_server_at_start_up() {
+    let redis = Redis::start();
+    let bin = env!("CARGO_BIN_EXE_websocket-server");
+    let out = Command::new(bin)
+        .env_clear()
+        .env("PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("REDIS_CLUSTER_NODES", redis.url())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "it must not start: {stderr}");
+    assert!(stderr.contains("REDIS_CLUSTER_NODES"), "the message names the variable: {stderr}");
+}
