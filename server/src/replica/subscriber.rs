@@ -92,6 +92,8 @@ pub fn spawn(
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         connected_before: HashSet::new(),
         last_sweep: Instant::now(),
+        last_warning: None,
+        topo_version: 0,
     };
     std::thread::Builder::new().name("redis-subscriber".into()).spawn(move || sub.run())
 }
@@ -133,6 +135,9 @@ struct Subscriber {
     /// Nodes connected to at least once (a new connection to one of them is a reconnection).
     connected_before: HashSet<Node>,
     last_sweep: Instant,
+    last_warning: Option<Instant>,
+    /// The slot map version the subscriptions follow.
+    topo_version: u64,
 }
 
 impl Subscriber {
@@ -167,6 +172,7 @@ impl Subscriber {
                     self.node_failed(&node, &e.to_string());
                 }
             }
+            self.follow_owners();
             self.catch_up_rooms();
             self.linger();
             if self.last_sweep.elapsed() >= SWEEP {
@@ -226,8 +232,9 @@ impl Subscriber {
                     }
                 }
                 Err(e) => {
+                    // The others are still tried: one dead master (until its
+                    // failover) must not keep this pod off the live ones.
                     self.node_failed(&node, &e.to_string());
-                    return;
                 }
             }
         }
@@ -286,9 +293,14 @@ impl Subscriber {
         self.topo.refresh();
     }
 
+    /// A catch-up or fill failed; it is retried on the next loop (the
+    /// warning at most every `SWEEP`, so an outage does not flood the log).
     fn command_failed(&mut self, e: &redis::RedisError) {
         self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
-        log::warn!("Redis command of the subscriber failed ({}); retrying", one_line(e));
+        if self.last_warning.is_none_or(|t| t.elapsed() >= SWEEP) {
+            self.last_warning = Some(Instant::now());
+            log::warn!("Redis command of the subscriber failed ({}); retrying", one_line(e));
+        }
     }
 
     fn on_value(&mut self, node: &Node, v: Resp) -> redis::RedisResult<()> {
@@ -311,14 +323,17 @@ impl Subscriber {
                 self.on_payload(&room, payload)
             }
             b"ssubscribe" => {
-                if let Some(r) = self.rooms.get_mut(&*room) {
+                // A confirmation from a node the room has moved away from meanwhile is stale.
+                if let Some(r) = self.rooms.get_mut(&*room).filter(|r| r.node.as_ref() == Some(node)) {
                     r.active = true;
                     r.catch_up = Some(None);
                 }
                 Ok(())
             }
             b"sunsubscribe" => {
-                self.on_unsubscribed(&room);
+                if self.rooms.get(&*room).is_some_and(|r| r.node.as_ref() == Some(node)) {
+                    self.on_unsubscribed(&room);
+                }
                 Ok(())
             }
             _ => Ok(()),
@@ -353,6 +368,30 @@ impl Subscriber {
             self.topo.refresh();
         }
         r.leaving = false;
+    }
+
+    /// After the slot map changed, moves each subscription whose slot has
+    /// another owner now (a failover or a migration the old node did not
+    /// announce with `sunsubscribe`, or a resubscription sent on a stale
+    /// map): unsubscribe there, subscribe on the owner, catch up.
+    fn follow_owners(&mut self) {
+        let version = self.topo.version();
+        if version == self.topo_version {
+            return;
+        }
+        self.topo_version = version;
+        for (room, r) in self.rooms.iter_mut() {
+            let Some(node) = r.node.clone() else { continue };
+            if r.leaving || self.topo.node_of(room_slot(room)) == node {
+                continue;
+            }
+            if let Some(c) = self.conns.get_mut(&node) {
+                c.conn.send(&[b"SUNSUBSCRIBE", channel(room).as_bytes()]);
+            }
+            log::info!("room {room}: its slot moved off {node}; subscribing on the new owner");
+            r.node = None;
+            r.active = false;
+        }
     }
 
     /// Fills what rooms missed while they were not subscribed.
@@ -412,6 +451,9 @@ impl Subscriber {
     /// swept.
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
+        // A cluster's map is also read now and then, in case a change
+        // reached this pod through no error (see `follow_owners`).
+        self.topo.refresh();
         let held = self.state.history.known_rooms();
         self.take_interest();
         for (room, _) in held {

@@ -13,6 +13,7 @@
 //! tag (the part between the first `{` and the next `}`, when non-empty),
 //! modulo 16384. A room's keys and its channel share the tag `{ROOM}`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -128,6 +129,8 @@ pub struct Topology {
     auth: Auth,
     map: RwLock<SlotMap>,
     last_refresh: Mutex<Option<Instant>>,
+    /// Bumped each time the slot map changes.
+    version: AtomicU64,
 }
 
 /// Why a cluster topology could not be read.
@@ -149,6 +152,7 @@ impl Topology {
             auth,
             map: RwLock::new(SlotMap::single(node)),
             last_refresh: Mutex::new(None),
+            version: AtomicU64::new(0),
         })
     }
 
@@ -182,6 +186,7 @@ impl Topology {
             auth,
             map: RwLock::new(SlotMap::single(first)),
             last_refresh: Mutex::new(None),
+            version: AtomicU64::new(0),
         };
         match topo.discover() {
             Ok(map) => *topo.map.write().unwrap_or_else(|e| e.into_inner()) = map,
@@ -191,6 +196,11 @@ impl Topology {
             }
         }
         Ok(topo)
+    }
+
+    /// Changes whenever the slot map does.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Whether this is a Redis Cluster (else one standalone node).
@@ -231,6 +241,7 @@ impl Topology {
             Ok(map) => {
                 let mut cur = self.map.write().unwrap_or_else(|e| e.into_inner());
                 if cur.nodes != map.nodes || cur.owner != map.owner {
+                    self.version.fetch_add(1, Ordering::AcqRel);
                     log::info!(
                         "Redis Cluster slot map: {} masters ({})",
                         map.nodes.len(),
