@@ -87,10 +87,14 @@ pub fn client_key(room: &str, client_id: &str) -> String {
 /// without persistence), sequencing continues where the deployment was.
 /// Each room's new messages go out in one `SPUBLISH`, newline-separated
 /// (JSON has no raw newline): one publish per room per call, not per message.
+/// Per room and call: `INCRBY`, `RPUSH`, `SPUBLISH`, and `LTRIM` only when
+/// the list has grown an eighth past the ring (readers take its last `ring`
+/// entries), so a list holds at most `ring + ring / 8` messages.
 /// A client marker without an owner id (an older format) counts as this message's.
 pub const PUBLISH_SCRIPT: &str = r#"#!lua
 local ring = tonumber(ARGV[1])
 local ttl = ARGV[2]
+local slack = math.floor(ring / 8)
 local a, k = 3, 1
 local out = {}
 while a <= #ARGV do
@@ -98,9 +102,7 @@ while a <= #ARGV do
   k = k + 2
   local chan, floor, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
-  local seq = tonumber(redis.call('GET', seqk) or '0')
-  if floor > seq then seq = floor end
-  local items, tail = {}, nil
+  local fresh, tail = {}, nil
   for _ = 1, n do
     local id, cid, doubt, json = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     a = a + 4
@@ -128,16 +130,27 @@ while a <= #ARGV do
     if found then
       out[#out + 1] = found
     else
-      seq = seq + 1
-      items[#items + 1] = seq .. ' ' .. json
-      if mk then redis.call('SET', mk, seq .. ' ' .. id, 'EX', ttl) end
-      out[#out + 1] = seq
+      out[#out + 1] = 0
+      fresh[#fresh + 1] = {#out, id, mk, json}
     end
   end
-  if #items > 0 then
-    redis.call('SET', seqk, seq)
-    redis.call('RPUSH', histk, unpack(items))
-    redis.call('LTRIM', histk, -ring, -1)
+  local c = #fresh
+  if c > 0 then
+    local last = redis.call('INCRBY', seqk, c)
+    if last - c < floor then
+      last = floor + c
+      redis.call('SET', seqk, last)
+    end
+    local items = {}
+    for i, f in ipairs(fresh) do
+      local seq = last - c + i
+      out[f[1]] = seq
+      items[i] = seq .. ' ' .. f[4]
+      if f[3] then redis.call('SET', f[3], seq .. ' ' .. f[2], 'EX', ttl) end
+    end
+    if redis.call('RPUSH', histk, unpack(items)) > ring + slack then
+      redis.call('LTRIM', histk, -ring, -1)
+    end
     redis.call('SPUBLISH', chan, table.concat(items, '\n'))
   end
 end
