@@ -483,6 +483,7 @@ mod tests {
                     "DRAIN_DELAY_SECS" => c.drain_delay.as_secs(),
                     "DRAIN_WINDOW_SECS" => c.drain_window.as_secs(),
                     "MONGO_QUEUE_MAX" => c.mongo_queue_max as u64,
+                    "ROOM_LINGER_SECS" => c.room_linger.as_secs(),
                     "REDIS_PORT" => continue,
                     other => panic!("numeric default of {other} not checked"),
                 };
