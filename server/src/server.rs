@@ -41,7 +41,7 @@ use crate::metrics::CloseReason;
 use crate::net::listener;
 use crate::net::worker::{Worker, WAKER};
 use crate::replica::topology::Topology;
-use crate::replica::{publisher, subscriber};
+use crate::replica::{publisher, subscriber, LiveRooms};
 use crate::state::{Phase, ServerState};
 use crate::store::mongo::{self, Mongo};
 use crate::store::{loader, StoreSender};
@@ -149,10 +149,18 @@ impl Server {
         let (sequencer, subscriber, mode) = match redis {
             Some(topo) => {
                 let stop = Arc::new(AtomicBool::new(false));
-                let publisher = publisher::spawn(state.clone(), publish_rx, topo.clone(), store, state.loader.clone())?;
+                let live = Arc::new(LiveRooms::default());
+                let publisher = publisher::spawn(
+                    state.clone(),
+                    publish_rx,
+                    topo.clone(),
+                    live.clone(),
+                    store,
+                    state.loader.clone(),
+                )?;
                 let mode = if topo.is_cluster() { "replica (Redis Cluster)" } else { "replica (Redis)" };
                 let interest = interest_rx.expect("created with the topology");
-                let sub = subscriber::spawn(state.clone(), topo, interest, stop.clone())?;
+                let sub = subscriber::spawn(state.clone(), topo, live, interest, stop.clone())?;
                 (publisher, Some((sub, stop)), mode)
             }
             None => (embedded::spawn(state.clone(), publish_rx, store)?, None, "embedded (single node)"),

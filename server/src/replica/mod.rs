@@ -35,6 +35,32 @@ use std::sync::Arc;
 
 use crate::chat::protocol::ChatMessage;
 
+/// Rooms whose subscription Redis has confirmed on this pod: written by the
+/// subscriber, read by the publisher, which publishes into a room only
+/// while this pod listens to it. Otherwise a pod's first messages into a
+/// fresh room could be published before its subscription is in place, and
+/// more of them than the Redis list keeps would leave a gap no fill can
+/// close.
+#[derive(Debug, Default)]
+pub struct LiveRooms(std::sync::RwLock<std::collections::HashSet<Arc<str>>>);
+
+impl LiveRooms {
+    /// Whether `room` is subscribed here.
+    pub fn contains(&self, room: &str) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(room)
+    }
+
+    /// Marks `room` subscribed (`true`) or not.
+    pub fn set(&self, room: &Arc<str>, live: bool) {
+        let mut rooms = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if live {
+            rooms.insert(room.clone());
+        } else {
+            rooms.remove(room);
+        }
+    }
+}
+
 /// The room's shard channel (same hash tag, so same slot, as its keys).
 pub fn channel(room: &str) -> String {
     format!("chat:{{{room}}}:ch")

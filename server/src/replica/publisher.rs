@@ -33,6 +33,11 @@
 //! [`PUBLISH_SCRIPT`]: super::PUBLISH_SCRIPT
 //! [`Topology`]: super::topology::Topology
 //!
+//! A message for a room this pod is not subscribed to yet (its sender just
+//! joined: the subscription is being confirmed) waits for it, up to `HOLD`:
+//! published earlier, the pod's own first messages could precede its
+//! subscription by more than the Redis list keeps.
+//!
 //! A message for a room whose latest seq this pod does not know yet (a
 //! cold room, see [`History`](crate::chat::history::History)) is refused
 //! the same way, and the room is loaded: numbering it blind could restart
@@ -48,7 +53,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::pool::{redirect, NodePool};
 use super::topology::{room_slot, Node, Topology};
-use super::{channel, client_key, encode_fields, find_in_list, history_key, seq_key, DEDUPE_TTL_SECS, PUBLISH_SCRIPT};
+use super::{
+    channel, client_key, encode_fields, find_in_list, history_key, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT,
+};
 use crate::backoff::Backoff;
 use crate::chat::protocol::{ChatMessage, Reject};
 use crate::hub::inbox::ToWorker;
@@ -91,6 +98,7 @@ pub fn spawn(
     state: Arc<ServerState>,
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
+    live: Arc<LiveRooms>,
     store: Option<StoreSender>,
     loader: Option<Sender<LoadRequest>>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -100,6 +108,7 @@ pub fn spawn(
         rx,
         pool: NodePool::new(topo.clone()),
         topo,
+        live,
         store,
         loader,
         cons: HashMap::new(),
@@ -119,6 +128,8 @@ struct Publisher {
     state: Arc<ServerState>,
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
+    /// Rooms this pod's subscriber listens to: the only ones it publishes into.
+    live: Arc<LiveRooms>,
     /// For reading lists when resolving messages in doubt.
     pool: NodePool,
     store: Option<StoreSender>,
@@ -316,14 +327,32 @@ impl Publisher {
         self.refuse_expired();
         let cluster = self.topo.is_cluster();
         let mut batch: Vec<Held> = Vec::new();
+        let mut waiting: Vec<Held> = Vec::new();
         while batch.len() < PIPELINE_MAX {
             let Some(h) = self.held.pop_front() else { break };
+            if !self.live.contains(&h.msg.room) {
+                // Not subscribed here yet (just joined, or resubscribing):
+                // held until it is, or refused after `HOLD`.
+                waiting.push(h);
+                continue;
+            }
             if self.state.history.known_last_seq(&h.msg.room).is_none() {
                 self.refuse(&h, "the room's history is loading on this server; message not sent, retry in a moment");
                 self.request_load(&h.msg.room);
                 continue;
             }
             batch.push(h);
+        }
+        let wait = batch.is_empty() && !waiting.is_empty();
+        for h in waiting.into_iter().rev() {
+            self.held.push_front(h);
+        }
+        if wait {
+            match self.rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(cmd) => self.take(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.stopping = true,
+            }
         }
         if batch.is_empty() {
             return;

@@ -46,7 +46,7 @@ use mio::{Events, Interest as Ready, Poll, Token};
 use super::pool::NodePool;
 use super::resp::{Resp, SubConn};
 use super::topology::{room_slot, Node, Topology};
-use super::{channel, decode, history_key, room_of_channel, seq_key};
+use super::{channel, decode, history_key, room_of_channel, seq_key, LiveRooms};
 use crate::backoff::Backoff;
 use crate::chat::history::{Arrival, Entry};
 use crate::chat::protocol::ChatMessage;
@@ -56,7 +56,7 @@ use crate::state::ServerState;
 use crate::store::mongo::one_line;
 
 /// Longest the loop sleeps in `poll` (shutdown, interest, timers).
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(5);
 /// How often rooms loaded without a subscription are forgotten.
 const SWEEP: Duration = Duration::from_secs(5);
 /// Connect timeout to a node.
@@ -75,6 +75,7 @@ pub enum Interest {
 pub fn spawn(
     state: Arc<ServerState>,
     topo: Arc<Topology>,
+    live: Arc<LiveRooms>,
     interest: Receiver<Interest>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -82,6 +83,7 @@ pub fn spawn(
     let mut sub = Subscriber {
         pool: NodePool::new(topo.clone()),
         topo,
+        live,
         state,
         interest,
         stop,
@@ -124,6 +126,8 @@ struct NodeConn {
 struct Subscriber {
     state: Arc<ServerState>,
     topo: Arc<Topology>,
+    /// The rooms subscribed here, for the publisher.
+    live: Arc<LiveRooms>,
     pool: NodePool,
     interest: Receiver<Interest>,
     stop: Arc<AtomicBool>,
@@ -280,10 +284,11 @@ impl Subscriber {
         if let Some(mut c) = self.conns.remove(node) {
             let _ = self.poll.registry().deregister(&mut c.conn.stream);
         }
-        for r in self.rooms.values_mut().filter(|r| r.node.as_ref() == Some(node)) {
+        for (room, r) in self.rooms.iter_mut().filter(|(_, r)| r.node.as_ref() == Some(node)) {
             r.node = None;
             r.active = false;
             r.leaving = false;
+            self.live.set(room, false);
         }
         let first = !self.backoff.failing();
         let wait = self.backoff.failed();
@@ -327,6 +332,7 @@ impl Subscriber {
                 if let Some(r) = self.rooms.get_mut(&*room).filter(|r| r.node.as_ref() == Some(node)) {
                     r.active = true;
                     r.catch_up = Some(None);
+                    self.live.set(&room, true);
                 }
                 Ok(())
             }
@@ -358,6 +364,7 @@ impl Subscriber {
         let Some(r) = self.rooms.get_mut(room) else { return };
         r.active = false;
         r.node = None;
+        self.live.set(room, false);
         if r.leaving && r.refs == 0 {
             self.rooms.remove(room);
             self.state.history.forget(room);
@@ -391,6 +398,7 @@ impl Subscriber {
             log::info!("room {room}: its slot moved off {node}; subscribing on the new owner");
             r.node = None;
             r.active = false;
+            self.live.set(room, false);
         }
     }
 
