@@ -158,7 +158,7 @@ impl Server {
                     store,
                     state.loader.clone(),
                 )?;
-                let mode = if topo.is_cluster() { "replica (Redis Cluster)" } else { "replica (Redis)" };
+                let mode = if topo.is_cluster() { "replica (Redis Cluster)" } else { "replica (Redis pub/sub)" };
                 let interest = interest_rx.expect("created with the topology");
                 let sub = subscriber::spawn(state.clone(), topo, live, interest, stop.clone())?;
                 (publisher, Some((sub, stop)), mode)

@@ -3,13 +3,17 @@
 //! Two dedicated threads per pod, so no worker ever blocks on Redis:
 //! - [`publisher`] takes validated messages from the workers (the same
 //!   bounded channel the embedded hub reads), and runs one Lua script per
-//!   message — pipelined when they pile up — that assigns the room's next
-//!   seq, appends the message to the room's Redis list and publishes it,
-//!   atomically. Then the origin pod hands it to its MongoDB writer.
-//! - [`subscriber`] holds the blocking subscription. Every pod, the origin
-//!   included, delivers from it: it checks each room's seq for gaps (and
-//!   fills them from the Redis list before delivering on), stores the
-//!   message in history, frames it once and fans it out to its workers.
+//!   batch (per node, or per slot in a cluster) that assigns each room's
+//!   next seqs, appends the messages to the room's Redis list and publishes
+//!   them on the room's shard channel, atomically. Then the origin pod hands
+//!   them to its MongoDB writer.
+//! - [`subscriber`] subscribes to the rooms this pod has members in. Every
+//!   such pod, the origin included, delivers from it: it checks each room's
+//!   seq for gaps (and fills them from the Redis list before delivering on),
+//!   stores the message in history, frames it once and fans it out.
+//!
+//! [`topology`] maps a room to its Redis node (a standalone Redis is one
+//! node owning every slot); [`pool`] and [`resp`] are the connections.
 //!
 //! Redis data (hash tags keep a room's keys in one cluster slot):
 //!
@@ -17,12 +21,12 @@
 //! | --- | --- | --- |
 //! | `chat:{ROOM}:seq` | string | the room's latest seq |
 //! | `chat:{ROOM}:history` | list | the last `HISTORY_RING` messages, as published |
-//! | `chat:{ROOM}:msg:ID` | string, 10 min TTL | `SEQ ID`: the seq given to message ID (makes a retried publish idempotent) |
-//! | `chat:{ROOM}:client:CID` | string, 10 min TTL | `SEQ ID`, in place of the above for a message with `clientId` CID: a client's resend is published once |
+//! | `chat:{ROOM}:client:CID` | string, 10 min TTL | `SEQ ID`, for a message with `clientId` CID only: a client's resend is published once |
 //! | `chat:{ROOM}:ch` | shard channel | the room's messages (`SPUBLISH`; pods with members `SSUBSCRIBE`) |
 //!
-//! A published message is `SEQ JSON`: the decimal seq, a space, and the
-//! message's fields as JSON ([`ChatMessage`] without its seq).
+//! A stored message is `SEQ JSON`: the decimal seq, a space, and the
+//! message's fields as JSON ([`ChatMessage`] without its seq); a publish
+//! carries one or more of them, a line each.
 
 pub mod pool;
 pub mod publisher;
