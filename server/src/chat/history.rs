@@ -120,6 +120,13 @@ pub enum Backing {
     },
 }
 
+/// Whether a resume after `since` needs messages before `first` (the
+/// oldest held): `since + 1 < first`, without overflow for any `since`
+/// (a client may send up to `u64::MAX`).
+pub fn reaches_below(since: u64, first: u64) -> bool {
+    since.checked_add(1).is_some_and(|next| next < first)
+}
+
 /// Every room's recent messages on this pod.
 #[derive(Debug)]
 pub struct History {
@@ -282,7 +289,7 @@ impl History {
             return true;
         }
         let first = log.entries.front().map_or(log.last_seq + 1, |e| e.seq);
-        deep && since.is_some_and(|s| s + 1 < first)
+        deep && since.is_some_and(|s| reaches_below(s, first))
     }
 
     /// The seq of the oldest stored message of `room` (or what it would be).
@@ -340,7 +347,7 @@ impl History {
         let mut entries: Vec<Entry> = older.iter().filter(|e| e.seq > s && e.seq < ring_first).cloned().collect();
         entries.extend(log.entries.iter().filter(|e| e.seq > s).cloned());
         // Recovered: exactly s+1 ..= last_seq, nothing missing in between.
-        let recovered = entries.first().is_some_and(|e| e.seq == s + 1)
+        let recovered = entries.first().is_some_and(|e| Some(e.seq) == s.checked_add(1))
             && entries.last().is_some_and(|e| e.seq == last_seq)
             && entries.windows(2).all(|w| w[1].seq == w[0].seq + 1);
         Snapshot { last_seq, entries, recovered: Some(recovered) }
@@ -504,6 +511,20 @@ mod tests {
         assert!(h.append_next(&room, |seq| Entry::new(seq, "{}")).is_none());
         h.merge_recent(&room, entries(1..=4));
         assert_eq!(h.append_next(&room, |seq| Entry::new(seq, "{}")).map(|e| e.seq), Some(5));
+    }
+
+    #[test]
+    fn a_since_near_u64_max_never_overflows() {
+        let h = History::new(5, usize::MAX, Backing::Store { deep: true });
+        let room: Arc<str> = Arc::from("r");
+        h.merge_recent(&room, entries(1..=20));
+        for since in [u64::MAX, u64::MAX - 1] {
+            assert!(!h.needs_load("r", Some(since)), "beyond the last seq: nothing older to load");
+            let s = h.snapshot("r", Some(since), 50, &entries(1..=15));
+            assert_eq!((seqs(&s), s.recovered), (vec![], Some(false)));
+        }
+        assert!(!reaches_below(u64::MAX, u64::MAX));
+        assert!(reaches_below(3, 5) && !reaches_below(4, 5));
     }
 
     #[test]

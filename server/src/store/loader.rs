@@ -31,7 +31,7 @@ use crossbeam_channel::Receiver;
 
 use super::mongo::{one_line, Mongo};
 use crate::backoff::Backoff;
-use crate::chat::history::Entry;
+use crate::chat::history::{reaches_below, Entry};
 use crate::hub::inbox::ToWorker;
 use crate::replica;
 use crate::state::ServerState;
@@ -118,7 +118,9 @@ impl Loader {
         let since = req.since.or_else(|| req.last.map(|n| history.last_seq(&req.room).saturating_sub(n as u64)));
         if let (Some(since), true) = (since, self.mongo.is_some()) {
             let first = history.first_seq(&req.room);
-            if since + 1 < first {
+            // `since` is any u64 a client sent: compared without overflow,
+            // and one at or beyond the room's last seq asks MongoDB nothing.
+            if reaches_below(since, first) {
                 older = self.mongo_range(&req.room, since, first, RESUME_MAX).unwrap_or_default();
             }
         }

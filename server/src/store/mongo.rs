@@ -105,7 +105,9 @@ impl Mongo {
     /// Messages of `room` with `after < seq < before`, oldest first, at most `n`
     /// (the newest `n` of that range).
     pub fn range(&self, room: &str, after: u64, before: u64, n: usize) -> mongodb::error::Result<Vec<Entry>> {
-        self.newest(doc! {"room": room, "seq": {"$gt": after as i64, "$lt": before as i64}}, n)
+        // Seqs are stored as i64; a bound beyond it is clamped, never wrapped.
+        let (after, before) = (i64::try_from(after).unwrap_or(i64::MAX), i64::try_from(before).unwrap_or(i64::MAX));
+        self.newest(doc! {"room": room, "seq": {"$gt": after, "$lt": before}}, n)
     }
 
     /// The newest `n` messages matching `filter`, as entries, oldest first.
