@@ -183,6 +183,8 @@ pub struct BackendMetrics {
     pub gap_filled: AtomicU64,
     /// Gaps that could not be filled (the room's clients were made to resume).
     pub gap_resyncs: AtomicU64,
+    /// MongoDB reads again for a hole just below the ring (deep resumes).
+    pub history_refills: AtomicU64,
     /// Messages waiting for MongoDB (gauge).
     pub mongo_queue: AtomicI64,
     /// Messages written to MongoDB.
@@ -494,6 +496,12 @@ impl Metrics {
             "counter",
             "Messages written to MongoDB.",
             &one(b.mongo_written.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_history_refills_total",
+            "counter",
+            "MongoDB reads again for a deep resume's hole just below the ring.",
+            &one(b.history_refills.load(Relaxed) as f64),
         );
         metric(
             "websocket_mongo_retried_total",

@@ -37,3 +37,77 @@ fn a_since_near_u64_max_is_not_recovered_and_breaks_nothing() {
     assert_eq!(w["history"].as_array().unwrap().len(), 3, "{w}");
     assert!(!server.logged("panic in thread"), "a thread panicked: {:?}", server.log.lock().unwrap());
 }
+
+/// A deep resume (from below the ring) while the room is busy comes back
+/// complete when every message is in MongoDB; and so does a deep
+/// `/history`. With a ring of 10 and a steady sender, what slid out of the
+/// ring while the loader read MongoDB (or was not written yet) used to be
+/// in neither part of the answer: `recovered: false` with a hole just
+/// below the ring.
+#[test]
+fn a_deep_resume_in_a_busy_room_is_complete() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let mongo = MongoWire::start();
+    let uri = mongo.uri();
+    let server = Server::start(&[
+        ("MONGO_URI", &uri),
+        ("HISTORY_RING", "10"),
+        ("HISTORY_ON_JOIN", "10"),
+        ("RATE_LIMIT", "10000"),
+        ("RATE_BURST", "10000"),
+    ]);
+    let (mut sender, _) = join(&server, "room=busy&name=s");
+    // A reader keeps the sender's own deliveries flowing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = sender.get_ref() {
+        s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    }
+    let steady = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut i = 0u64;
+            // ~200 msg/s, bounded in count and time.
+            while !stop.load(Ordering::Relaxed) && i < 20_000 && started.elapsed() < Duration::from_secs(60) {
+                send_chat(&mut sender, &format!("m{i}"));
+                i += 1;
+                sent.store(i, Ordering::Relaxed);
+                // Read what arrived so far (the read timeout is 1 ms).
+                while sender.read().is_ok() {}
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    eventually("300 messages sent", || sent.load(Ordering::Relaxed) >= 300);
+    let mut incomplete = Vec::new();
+    for attempt in 0..12 {
+        let (_c, w) = join(&server, "room=busy&since=5");
+        let seqs: Vec<u64> = w["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        let last = w["lastSeq"].as_u64().unwrap_or_else(|| panic!("lastSeq in {w}"));
+        let expected: Vec<u64> = (6..=last).collect();
+        if w["recovered"] != true || seqs != expected {
+            let missing: Vec<u64> = expected.iter().copied().filter(|s| !seqs.contains(s)).collect();
+            incomplete.push(format!("resume {attempt}: recovered={} last={last} missing={missing:?}", w["recovered"]));
+        }
+        let (status, _, body) = http_get(server.port, "/history?room=busy&limit=200");
+        assert_eq!(status, 200);
+        let hist: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        let contiguous = hist.len() == 200 && hist.windows(2).all(|p| p[0] == p[1] + 1);
+        if !contiguous {
+            incomplete.push(format!("/history {attempt}: {} entries, newest first, with a hole: {hist:?}", hist.len()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    steady.join().unwrap();
+    assert!(incomplete.is_empty(), "busy-room deep reads came back incomplete:\n{}", incomplete.join("\n"));
+}

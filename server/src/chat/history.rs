@@ -298,6 +298,15 @@ impl History {
         rooms.logs.get(room).map_or(1, |l| l.entries.front().map_or(l.last_seq + 1, |e| e.seq))
     }
 
+    /// The stored messages of `room` after `since`, oldest first, and the
+    /// seq the ring starts at (`last_seq + 1` when it holds nothing).
+    pub fn held_after(&self, room: &str, since: u64) -> (Vec<Entry>, u64) {
+        let rooms = self.lock();
+        let Some(log) = rooms.logs.get(room) else { return (Vec::new(), 1) };
+        let first = log.entries.front().map_or(log.last_seq.saturating_add(1), |e| e.seq);
+        (log.entries.iter().filter(|e| e.seq > since).cloned().collect(), first)
+    }
+
     /// Merges loaded messages (from Redis or MongoDB, any order, possibly
     /// overlapping what is stored) under the ring: afterwards the ring holds
     /// the longest contiguous run ending at the room's latest message, and
