@@ -106,6 +106,8 @@ pub struct WorkerMetrics {
     pub writes: AtomicU64,
     /// Handler panics caught.
     pub panics: AtomicU64,
+    /// 1 once this worker's thread died of a panic outside the handlers.
+    pub died: AtomicU64,
     /// Per status in [`STATUSES`].
     pub http_responses: [AtomicU64; STATUSES.len()],
     /// Per code in [`REJECT_CODES`].
@@ -131,6 +133,7 @@ impl Default for WorkerMetrics {
             messages_out: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            died: AtomicU64::new(0),
             http_responses: std::array::from_fn(|_| AtomicU64::new(0)),
             rejects: std::array::from_fn(|_| AtomicU64::new(0)),
             closes: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -398,6 +401,12 @@ impl Metrics {
             "counter",
             "Connection handler panics caught (the connection is closed).",
             &one(self.sum(|w| &w.panics) as f64),
+        );
+        metric(
+            "websocket_worker_deaths_total",
+            "counter",
+            "Worker threads that died of a panic outside the handlers (the process drains and exits 1).",
+            &one(self.sum(|w| &w.died) as f64),
         );
         metric(
             "websocket_outbound_queued_bytes",

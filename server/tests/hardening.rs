@@ -111,3 +111,43 @@ fn a_deep_resume_in_a_busy_room_is_complete() {
     steady.join().unwrap();
     assert!(incomplete.is_empty(), "busy-room deep reads came back incomplete:\n{}", incomplete.join("\n"));
 }
+
+/// A worker that panics outside the per-connection `catch_unwind` is seen:
+/// logged, counted, `/health` fails, the other workers drain (their
+/// clients get 1001) and the process exits 1. It used to go unnoticed: the
+/// process kept running with a dead worker and `/health` answered 200.
+#[test]
+fn a_dead_worker_is_seen_and_the_process_drains_and_exits_non_zero() {
+    let mut server = Server::start(&[
+        ("WORKERS", "2"),
+        ("WS_TEST_FAULT", "worker-panic"),
+        ("DRAIN_DELAY_SECS", "3"),
+        ("DRAIN_WINDOW_SECS", "1"),
+    ]);
+    // Clients spread over both workers by SO_REUSEPORT.
+    let mut clients: Vec<Ws> = (0..12).map(|i| join(&server, &format!("room=r&name=c{i}")).0).collect();
+    eventually("the worker's death logged", || server.logged("worker 0 died of a panic"));
+    let (status, _, body) = http_get(server.port, "/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("worker 0 died"), "{body}");
+    assert_eq!(server.metric("websocket_worker_deaths_total"), 1.0);
+    // The survivors' clients are drained with 1001; the dead worker's are gone.
+    let mut drained = 0;
+    for ws in &mut clients {
+        let start = Instant::now();
+        let code = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        assert!(start.elapsed() < WAIT);
+        if code == Some(1001) {
+            drained += 1;
+        }
+    }
+    assert!(drained >= 1, "no client of the surviving worker was drained with 1001");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(1), "exit status after a worker's death");
+    assert!(server.logged("draining the 1 others"), "{:?}", server.log.lock().unwrap());
+}

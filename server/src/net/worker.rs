@@ -1061,6 +1061,13 @@ impl Worker {
     /// Once a second: deadlines, pings, silent clients, idle buffers.
     fn on_tick(&mut self) {
         let now = self.now;
+        // Fault injection for the tests of a worker's death (debug builds
+        // only; never compiled into a release): worker 0 panics outside
+        // every catch_unwind two seconds after the start.
+        #[cfg(debug_assertions)]
+        if self.index == 0 && now >= 2 && std::env::var_os("WS_TEST_FAULT").is_some_and(|v| v == "worker-panic") {
+            panic!("injected fault (WS_TEST_FAULT=worker-panic): worker 0 panics outside catch_unwind");
+        }
         let ping = self.state.config.ping_interval.as_secs() as u32;
         let mut expired = Vec::new();
         let mut silent = Vec::new();
