@@ -196,6 +196,8 @@ pub struct BackendMetrics {
     pub mongo_retried: AtomicU64,
     /// Messages dropped because the MongoDB queue was full.
     pub mongo_dropped: AtomicU64,
+    /// Messages MongoDB refused for good (per-document permanent errors).
+    pub mongo_rejected: AtomicU64,
     /// MongoDB errors seen.
     pub mongo_errors: AtomicU64,
 }
@@ -523,6 +525,12 @@ impl Metrics {
             "counter",
             "Messages dropped because the MongoDB queue was full.",
             &one(b.mongo_dropped.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_mongo_rejected_total",
+            "counter",
+            "Messages MongoDB refused for good (validation, too large...): logged with room and seq, not stored.",
+            &one(b.mongo_rejected.load(Relaxed) as f64),
         );
         metric("websocket_mongo_errors_total", "counter", "MongoDB errors.", &one(b.mongo_errors.load(Relaxed) as f64));
         metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", &one(snap.rss_bytes as f64));

@@ -151,3 +151,48 @@ fn a_dead_worker_is_seen_and_the_process_drains_and_exits_non_zero() {
     assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(1), "exit status after a worker's death");
     assert!(server.logged("draining the 1 others"), "{:?}", server.log.lock().unwrap());
 }
+
+/// A message MongoDB can never store (a document over its 16 MiB limit,
+/// which the driver refuses for the whole batch before sending it) is
+/// dropped, logged with its room and seq and counted, and the messages
+/// after it are stored. It used to be retried forever, with every later
+/// message of the pod waiting behind it until the queue overflowed.
+#[test]
+fn a_document_mongodb_refuses_for_good_does_not_block_the_rest() {
+    let mongo = MongoWire::start();
+    let uri = mongo.uri();
+    let server = Server::start(&[
+        ("MONGO_URI", &uri),
+        ("MAX_MESSAGE_BYTES", "17500000"),
+        ("MAX_CHAT_BYTES", "17400000"),
+        ("MAX_OUTBOUND_BYTES", "220000000"),
+        ("HISTORY_MAX_BYTES", "100000000"),
+    ]);
+    // A client that can read the 17 MB broadcast (tungstenite's default stops at 16 MiB).
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (mut ws, _) =
+        tungstenite::client::connect_with_config(server.url("/ws?room=poison&name=p"), Some(config), 3).unwrap();
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+    }
+    assert_eq!(recv_json(&mut ws)["type"], "system");
+    send_chat(&mut ws, &"x".repeat(17_000_000));
+    assert_eq!(recv_chats(&mut ws, 1)[0].0, 1);
+    for i in 0..3 {
+        send_chat(&mut ws, &format!("after {i}"));
+    }
+    recv_chats(&mut ws, 3);
+    let start = Instant::now();
+    loop {
+        let stored = mongo.stored();
+        if stored == vec![("poison".to_string(), 2), ("poison".to_string(), 3), ("poison".to_string(), 4)] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "messages after the poison one not stored: {stored:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.metric("websocket_mongo_rejected_total"), 1.0);
+    assert!(server.logged("refused message 1 of room poison for good"), "{:?}", server.log.lock().unwrap());
+}
