@@ -152,6 +152,33 @@ fn a_dead_worker_is_seen_and_the_process_drains_and_exits_non_zero() {
     assert!(server.logged("draining the 1 others"), "{:?}", server.log.lock().unwrap());
 }
 
+/// `websocket-server --help | head -1`: a reader that goes away is not a
+/// crash. The help used to panic on the broken pipe and exit 101.
+#[test]
+fn help_into_a_closed_pipe_exits_zero_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    for arg in ["--help", "--list-env", "--help"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_websocket-server"))
+            .arg(arg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before the process writes: its writes fail with EPIPE.
+        drop(child.stdout.take());
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(status.code(), Some(0), "{arg}: {err}");
+        assert!(err.is_empty(), "{arg} wrote to stderr: {err}");
+    }
+    // And read in full, the help is still there.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_websocket-server")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HISTORY_RING"));
+}
+
 /// A message MongoDB can never store (a document over its 16 MiB limit,
 /// which the driver refuses for the whole batch before sending it) is
 /// dropped, logged with its room and seq and counted, and the messages
