@@ -209,6 +209,8 @@ pub struct Snapshot {
     pub draining: bool,
     /// Messages waiting in the workers' inboxes.
     pub inbox_depth: usize,
+    /// Broadcasts not queued at an inbox's bound (their clients resumed).
+    pub inbox_dropped: u64,
     /// Messages waiting for the sequencer (hub or Redis publisher).
     pub publish_queue_depth: usize,
     /// Rooms with stored history.
@@ -421,6 +423,12 @@ impl Metrics {
             "gauge",
             "Broadcasts waiting in worker inboxes.",
             &one(snap.inbox_depth as f64),
+        );
+        metric(
+            "websocket_inbox_dropped_total",
+            "counter",
+            "Broadcasts not queued at a worker inbox's bound (that worker's chat clients were closed with 1012 to resume).",
+            &one(snap.inbox_dropped as f64),
         );
         metric(
             "websocket_publish_queue_depth",

@@ -236,6 +236,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
     Snapshot {
         draining: state.phase() != Phase::Running,
         inbox_depth: state.inboxes.iter().map(|i| i.len()).sum(),
+        inbox_dropped: state.inboxes.iter().map(|i| i.dropped()).sum(),
         publish_queue_depth: state.publish.len(),
         history_rooms,
         history_bytes,

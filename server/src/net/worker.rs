@@ -970,6 +970,9 @@ impl Worker {
         self.inbox_more = false;
         for _ in 0..INBOX_BUDGET {
             let Some(msg) = self.inbox.try_recv() else {
+                if self.inbox.take_overflow() {
+                    self.resync_all();
+                }
                 self.close_slow_consumers();
                 return;
             };
@@ -997,6 +1000,22 @@ impl Worker {
         }
         self.inbox_more = true;
         self.close_slow_consumers();
+    }
+
+    /// The inbox overflowed: broadcasts were dropped. Every chat client of
+    /// this worker is closed with 1012 and resumes with `since`, from the
+    /// ring or MongoDB (see hub::inbox).
+    fn resync_all(&mut self) {
+        let members: Vec<usize> =
+            self.conns.iter_mut().filter_map(|(k, c)| c.chat().is_some_and(|s| s.joined).then_some(k)).collect();
+        log::warn!(
+            "worker {}: broadcasts were dropped at its inbox's bound; closing its {} chat clients with 1012 to resume",
+            self.index,
+            members.len()
+        );
+        for key in members {
+            self.start_close(key, 1012, "overloaded: reconnect with since", CloseReason::Resync, false);
+        }
     }
 
     /// Queues `entry` to every local member of `room` that has not had it.
