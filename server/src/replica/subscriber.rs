@@ -188,7 +188,8 @@ impl Subscriber {
             let keys: Vec<String> = chunk.iter().map(|(r, _)| seq_key(r)).collect();
             let remote: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query(cmd)?;
             for ((room, local), remote) in chunk.iter().zip(remote) {
-                if let Some(r) = remote.filter(|&r| r > *local) {
+                // A counter beyond MAX_SEQ is not ours (and r + 1 must not overflow).
+                if let Some(r) = remote.filter(|&r| r > *local && r <= super::MAX_SEQ) {
                     // Re-read: a live message may have advanced the room meanwhile.
                     if let Some(now) = self.state.history.known_last_seq(room).filter(|&n| n < r) {
                         self.fill(cmd, room, now, r + 1)?;
