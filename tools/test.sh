@@ -63,7 +63,7 @@ step "fuzz the parsers (${FUZZ_SECONDS}s per target)"
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
     # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets this stable toolchain accept them.
-    for target in http_head ws_decoder chat_input; do
+    for target in http_head ws_decoder chat_input replica_input; do
         corpus=$(mktemp -d)
         cp server/fuzz/corpus/"$target"/seed-* "$corpus"/
         (cd server && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "$corpus" -- \

@@ -246,7 +246,8 @@ impl Config {
             (None, Some(host)) => {
                 let port: u16 = parse(&get, "REDIS_PORT", 6379)?;
                 Some(match get("REDIS_PASSWORD") {
-                    Some(pw) => format!("redis://:{pw}@{host}:{port}"),
+                    // Percent-encoded: a password with `@`, `/` or `:` must not end the userinfo.
+                    Some(pw) => format!("redis://:{}@{host}:{port}", percent_encode(&pw)),
                     None => format!("redis://{host}:{port}"),
                 })
             }
@@ -283,8 +284,13 @@ impl Config {
             max_chat_bytes: at_least(1, "MAX_CHAT_BYTES", parse(&get, "MAX_CHAT_BYTES", 4096)?)?,
             max_outbound_bytes: at_least(65_536, "MAX_OUTBOUND_BYTES", parse(&get, "MAX_OUTBOUND_BYTES", 1 << 20)?)?,
             max_request_bytes: at_least(512, "MAX_REQUEST_BYTES", parse(&get, "MAX_REQUEST_BYTES", 8192)?)?,
-            handshake_timeout: secs(at_least(1, "HANDSHAKE_TIMEOUT_SECS", parse(&get, "HANDSHAKE_TIMEOUT_SECS", 10)?)?),
-            ping_interval: secs(at_least(1, "PING_INTERVAL", parse(&get, "PING_INTERVAL", 30)?)?),
+            handshake_timeout: secs(within(
+                1,
+                MAX_SECS,
+                "HANDSHAKE_TIMEOUT_SECS",
+                parse(&get, "HANDSHAKE_TIMEOUT_SECS", 10)?,
+            )?),
+            ping_interval: secs(within(1, MAX_SECS, "PING_INTERVAL", parse(&get, "PING_INTERVAL", 30)?)?),
             rate_limit: parse(&get, "RATE_LIMIT", 10.0)?,
             rate_burst: at_least(1, "RATE_BURST", parse(&get, "RATE_BURST", 20)?)?,
             history_on_join: parse(&get, "HISTORY_ON_JOIN", 50)?,
@@ -294,8 +300,8 @@ impl Config {
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
             echo_route: parse_bool(&get, "ECHO_ROUTE")?,
-            drain_delay: secs(parse(&get, "DRAIN_DELAY_SECS", 5)?),
-            drain_window: secs(parse(&get, "DRAIN_WINDOW_SECS", 10)?),
+            drain_delay: secs(within(0, MAX_SECS, "DRAIN_DELAY_SECS", parse(&get, "DRAIN_DELAY_SECS", 5)?)?),
+            drain_window: secs(within(0, MAX_SECS, "DRAIN_WINDOW_SECS", parse(&get, "DRAIN_WINDOW_SECS", 10)?)?),
             log_level: parse(&get, "LOG_LEVEL", log::LevelFilter::Info)?,
             pod_name: get("POD_NAME").unwrap_or_else(host_name),
             redis_url,
@@ -422,6 +428,33 @@ fn invalid(name: &'static str, reason: &str) -> ConfigError {
     ConfigError { name, reason: reason.to_string() }
 }
 
+/// The longest timeout or interval accepted (a day): the workers keep
+/// deadlines as `u32` seconds since the start and compute `2 ×
+/// PING_INTERVAL`, so a larger value would be truncated or overflow.
+const MAX_SECS: u64 = 86_400;
+
+/// `value` if it is in `min..=max`; otherwise an error naming the variable.
+fn within(min: u64, max: u64, name: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(name, &format!("must be between {min} and {max} seconds")))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -525,6 +558,36 @@ mod tests {
         assert_eq!(config(&[("PORT", "8080"), ("ADMIN_PORT", "8080")]).unwrap_err().name, "ADMIN_PORT");
         assert_eq!(config(&[("ADMIN_PORT", "9090")]).unwrap().admin_port, Some(9090));
         assert_eq!(config(&[("ADMIN_PORT", "")]).unwrap().admin_port, None, "blank counts as unset");
+    }
+
+    #[test]
+    fn timeouts_are_range_checked_not_truncated() {
+        // 2^32 + 5 used to become 5 s through `as u32`; u64::MAX / 2 + 1 overflowed 2 × PING_INTERVAL.
+        for (name, value) in [
+            ("PING_INTERVAL", "4294967301"),
+            ("PING_INTERVAL", "9223372036854775808"),
+            ("HANDSHAKE_TIMEOUT_SECS", "4294967296"),
+            ("DRAIN_DELAY_SECS", "100000"),
+            ("DRAIN_WINDOW_SECS", "86401"),
+            ("PING_INTERVAL", "0"),
+        ] {
+            let e = config(&[(name, value)]).unwrap_err();
+            assert_eq!(e.name, name, "{name}={value}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        let c = config(&[("PING_INTERVAL", "86400"), ("DRAIN_DELAY_SECS", "0")]).unwrap();
+        assert_eq!((c.ping_interval.as_secs(), c.drain_delay.as_secs()), (86_400, 0));
+    }
+
+    #[test]
+    fn a_redis_password_is_percent_encoded_into_the_url() {
+        let pw = "p@ss/w:rd?#%é";
+        let c = config(&[("REDIS_HOST", "r"), ("REDIS_PASSWORD", pw)]).unwrap();
+        let url = c.redis_url.unwrap();
+        assert_eq!(url, "redis://:p%40ss%2Fw%3Ard%3F%23%25%C3%A9@r:6379");
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).unwrap();
+        assert_eq!(info.redis_settings().password(), Some(pw), "the driver reads the password back");
+        assert_eq!(info.addr().to_string(), "r:6379");
     }
 
     #[test]

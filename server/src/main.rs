@@ -1,6 +1,8 @@
 //! The `websocket-server` binary: reads the environment into a [`Config`],
 //! sets up logging and signals, and hands over to [`Server`].
 
+use std::io::Write;
+
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 use websocket_server::config::{Config, ENV_VARS};
 use websocket_server::server::{signal_channel, Server};
@@ -8,16 +10,8 @@ use websocket_server::server::{signal_channel, Server};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("--list-env") => {
-            for var in ENV_VARS {
-                println!("{}", var.name);
-            }
-            return;
-        }
-        Some("-h") | Some("--help") => {
-            print_help();
-            return;
-        }
+        Some("--list-env") => print_or_exit(|out| ENV_VARS.iter().try_for_each(|var| writeln!(out, "{}", var.name))),
+        Some("-h") | Some("--help") => print_or_exit(print_help),
         Some(other) => {
             eprintln!(
                 "websocket-server: unknown argument {other:?}; it is configured through the environment (see --help)"
@@ -69,11 +63,28 @@ fn init_logging(level: log::LevelFilter) {
     let _ = TermLogger::init(level, config, TerminalMode::Stdout, ColorChoice::Never);
 }
 
-fn print_help() {
-    println!("websocket-server: WebSocket chat server (thread-per-core, Redis fan-out, MongoDB persistence)\n");
-    println!("Configured through environment variables:\n");
+/// Writes to stdout with `write` and exits: 0 when done, and also when the
+/// reader went away (`websocket-server --help | head -1`: a closed pipe is
+/// not an error of ours); 1 on any other write error.
+fn print_or_exit(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> ! {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => std::process::exit(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("websocket-server: writing to stdout failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn print_help(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "websocket-server: WebSocket chat server (thread-per-core, Redis fan-out, MongoDB persistence)\n")?;
+    writeln!(out, "Configured through environment variables:\n")?;
     for var in ENV_VARS {
         let default = if var.default.is_empty() { "unset" } else { var.default };
-        println!("  {:<24} {}  [default: {}]", var.name, var.help, default);
+        writeln!(out, "  {:<24} {}  [default: {}]", var.name, var.help, default)?;
     }
+    Ok(())
 }

@@ -106,6 +106,8 @@ pub struct WorkerMetrics {
     pub writes: AtomicU64,
     /// Handler panics caught.
     pub panics: AtomicU64,
+    /// 1 once this worker's thread died of a panic outside the handlers.
+    pub died: AtomicU64,
     /// Per status in [`STATUSES`].
     pub http_responses: [AtomicU64; STATUSES.len()],
     /// Per code in [`REJECT_CODES`].
@@ -131,6 +133,7 @@ impl Default for WorkerMetrics {
             messages_out: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            died: AtomicU64::new(0),
             http_responses: std::array::from_fn(|_| AtomicU64::new(0)),
             rejects: std::array::from_fn(|_| AtomicU64::new(0)),
             closes: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -185,6 +188,8 @@ pub struct BackendMetrics {
     pub gap_filled: AtomicU64,
     /// Gaps that could not be filled (the room's clients were made to resume).
     pub gap_resyncs: AtomicU64,
+    /// MongoDB reads again for a hole just below the ring (deep resumes).
+    pub history_refills: AtomicU64,
     /// Messages waiting for MongoDB (gauge).
     pub mongo_queue: AtomicI64,
     /// Messages written to MongoDB.
@@ -193,6 +198,8 @@ pub struct BackendMetrics {
     pub mongo_retried: AtomicU64,
     /// Messages dropped because the MongoDB queue was full.
     pub mongo_dropped: AtomicU64,
+    /// Messages MongoDB refused for good (per-document permanent errors).
+    pub mongo_rejected: AtomicU64,
     /// MongoDB errors seen.
     pub mongo_errors: AtomicU64,
 }
@@ -204,6 +211,8 @@ pub struct Snapshot {
     pub draining: bool,
     /// Messages waiting in the workers' inboxes.
     pub inbox_depth: usize,
+    /// Broadcasts not queued at an inbox's bound (their clients resumed).
+    pub inbox_dropped: u64,
     /// Messages waiting for the sequencer (hub or Redis publisher).
     pub publish_queue_depth: usize,
     /// Rooms with stored history.
@@ -400,6 +409,12 @@ impl Metrics {
             &one(self.sum(|w| &w.panics) as f64),
         );
         metric(
+            "websocket_worker_deaths_total",
+            "counter",
+            "Worker threads that died of a panic outside the handlers (the process drains and exits 1).",
+            &one(self.sum(|w| &w.died) as f64),
+        );
+        metric(
             "websocket_outbound_queued_bytes",
             "gauge",
             "Bytes queued to clients, not yet written.",
@@ -410,6 +425,12 @@ impl Metrics {
             "gauge",
             "Broadcasts waiting in worker inboxes.",
             &one(snap.inbox_depth as f64),
+        );
+        metric(
+            "websocket_inbox_dropped_total",
+            "counter",
+            "Broadcasts not queued at a worker inbox's bound (that worker's chat clients were closed with 1012 to resume).",
+            &one(snap.inbox_dropped as f64),
         );
         metric(
             "websocket_publish_queue_depth",
@@ -504,6 +525,12 @@ impl Metrics {
             &one(b.mongo_written.load(Relaxed) as f64),
         );
         metric(
+            "websocket_history_refills_total",
+            "counter",
+            "MongoDB reads again for a deep resume's hole just below the ring.",
+            &one(b.history_refills.load(Relaxed) as f64),
+        );
+        metric(
             "websocket_mongo_retried_total",
             "counter",
             "MongoDB batch writes retried.",
@@ -514,6 +541,12 @@ impl Metrics {
             "counter",
             "Messages dropped because the MongoDB queue was full.",
             &one(b.mongo_dropped.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_mongo_rejected_total",
+            "counter",
+            "Messages MongoDB refused for good (validation, too large...): logged with room and seq, not stored.",
+            &one(b.mongo_rejected.load(Relaxed) as f64),
         );
         metric("websocket_mongo_errors_total", "counter", "MongoDB errors.", &one(b.mongo_errors.load(Relaxed) as f64));
         metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", &one(snap.rss_bytes as f64));

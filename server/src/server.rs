@@ -16,6 +16,14 @@
 //!    `MONGO_FLUSH`), and the process exits 0;
 //! 4. a second signal at any point exits at once (status 1).
 //!
+//! A worker thread that dies (a panic outside the per-connection
+//! `catch_unwind`, or its poll failing) is seen at once: its exit guard
+//! ([`WorkerExit`]) runs during the unwinding, logs it, counts it
+//! (`websocket_worker_deaths_total`), releases its WebSocket slots and
+//! tells the main thread, and `/health` answers 503 from then on. The main
+//! thread then drains the other workers as for a signal, and the process
+//! exits 1 so that the pod is restarted.
+//!
 //! The whole sequence is bounded, whatever Redis and MongoDB do: the
 //! process exits by DRAIN_DELAY_SECS + DRAIN_WINDOW_SECS + `CLOSE_GRACE` +
 //! the publisher's `HOLD` + `MONGO_FLUSH` after the first signal (the
@@ -63,7 +71,7 @@ pub struct Server {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     workers: Vec<JoinHandle<()>>,
-    /// Each worker sends its index here when its loop ends.
+    /// Each worker sends its index here when its thread ends, however it ends.
     worker_done: Receiver<usize>,
     /// The embedded hub or the Redis publisher.
     sequencer: Option<JoinHandle<()>>,
@@ -175,10 +183,10 @@ impl Server {
         let listeners = listeners.into_iter().zip(admin_listeners);
         for (i, ((poll, listeners), inbox)) in polls.into_iter().zip(listeners).zip(receivers).enumerate() {
             let worker = Worker::new(i, poll, listeners, inbox, state.clone())?;
-            let done = done_tx.clone();
+            let exit = WorkerExit { index: i, done: done_tx.clone(), state: state.clone() };
             workers.push(std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
+                let _exit = exit; // dropped last, also when the loop panics
                 worker.run();
-                let _ = done.send(i);
             })?);
         }
         let admin = match admin_addr {
@@ -222,12 +230,17 @@ impl Server {
     pub fn serve(mut self, signals: Receiver<i32>) -> i32 {
         let mut stats = StatsLine::new(&self.state);
         let ticker = crossbeam_channel::tick(STATS_INTERVAL);
-        let signal = loop {
+        let mut running = self.workers.len();
+        let (signal, status) = loop {
             select! {
-                recv(signals) -> sig => break sig.unwrap_or(0),
+                recv(signals) -> sig => break (sig.unwrap_or(0), 0),
                 recv(self.worker_done) -> i => {
-                    log::error!("worker {} stopped unexpectedly; exiting", i.unwrap_or(usize::MAX));
-                    return 1;
+                    running -= 1;
+                    log::error!(
+                        "worker {} stopped unexpectedly; draining the {running} others, then exiting with status 1",
+                        i.unwrap_or(usize::MAX)
+                    );
+                    break (0, 1);
                 }
                 recv(ticker) -> _ => stats.log(&self.state),
             }
@@ -235,7 +248,8 @@ impl Server {
         let started = Instant::now();
         self.state.set_phase(Phase::Draining);
         log::info!(
-            "signal {signal}: draining; /ready now answers 503; closing {} clients in {}s",
+            "{}: draining; /ready now answers 503; closing {} clients in {}s",
+            if status == 0 { format!("signal {signal}") } else { "a worker died".to_string() },
             self.state.ws_count(),
             self.state.config.drain_delay.as_secs()
         );
@@ -250,7 +264,6 @@ impl Server {
         }
         let deadline = Instant::now() + self.state.config.drain_window + CLOSE_GRACE;
         let exit_by = deadline + publisher::HOLD + MONGO_FLUSH;
-        let mut running = self.workers.len();
         while running > 0 {
             select! {
                 recv(signals) -> _ => return second_signal(),
@@ -291,7 +304,36 @@ impl Server {
             "drained: {clients} clients closed ({drained} with 1001) in {:.1}s; exiting",
             started.elapsed().as_secs_f64()
         );
-        0
+        status
+    }
+}
+
+/// Dropped when a worker thread ends, normally or by unwinding a panic:
+/// tells the main thread, and on a panic records the death first.
+struct WorkerExit {
+    index: usize,
+    done: crossbeam_channel::Sender<usize>,
+    state: Arc<ServerState>,
+}
+
+impl Drop for WorkerExit {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let m = &self.state.metrics.workers[self.index];
+            m.died.store(1, Relaxed);
+            // Its connections were dropped with it (their sockets closed):
+            // give their WebSocket slots back to MAX_CONNECTIONS.
+            let slots = m.ws_connections.swap(0, Relaxed).max(0);
+            for _ in 0..slots {
+                self.state.release_ws();
+            }
+            m.http_connections.store(0, Relaxed);
+            log::error!(
+                "worker {} died of a panic (see the message above); its {slots} WebSocket clients are disconnected; /health now fails",
+                self.index
+            );
+        }
+        let _ = self.done.send(self.index);
     }
 }
 

@@ -3,13 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use websocket_server::http::{query, request};
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(Some(head)) = request::parse_head(data, 8192) {
-        assert!(head.len <= data.len());
-        let _ = head.keep_alive();
-        let _ = query::join_params(head.query);
-        let _ = query::history_params(head.query);
-    }
-});
+#[path = "../harness.rs"]
+mod harness;
+
+fuzz_target!(|data: &[u8]| harness::http_head(data));

@@ -12,7 +12,9 @@
 //! Memory is bounded twice: `ring` messages per room, and `max_bytes` over
 //! all rooms, beyond which the rooms appended to least recently lose their
 //! stored messages (their `last_seq` is kept, so sequencing never restarts
-//! and a resume into the lost range says `recovered: false`).
+//! and a resume into the lost range says `recovered: false`). The rooms
+//! holding messages are kept in append order (`Rooms::lru`), so finding the
+//! one to evict costs O(log rooms) under the lock, not a scan of every room.
 //!
 //! With a store behind it (Redis lists and/or MongoDB), history on one pod
 //! can be *cold*: a pod that just started has not seen the messages sent
@@ -26,7 +28,7 @@
 //! ring, is answered after the history loader has fetched what is missing
 //! ([`History::needs_load`], [`History::merge_recent`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::ws::encoder;
@@ -100,10 +102,28 @@ struct RoomLog {
 #[derive(Debug, Default)]
 struct Rooms {
     logs: HashMap<Arc<str>, RoomLog>,
+    /// `(last_append, room)` of every room whose `entries` are not empty,
+    /// oldest append first: the eviction order. Kept in step by
+    /// [`Rooms::relist`] wherever entries or `last_append` change.
+    lru: BTreeSet<(u64, Arc<str>)>,
     /// Frame bytes held over all rooms.
     bytes: usize,
     /// Appends so far: a logical clock for least-recently-appended eviction.
     appends: u64,
+}
+
+impl Rooms {
+    /// Puts `room` back in step in the eviction order after its entries or
+    /// `last_append` changed; `listed` is the key it was listed under
+    /// before (its `last_append` then, if it held entries).
+    fn relist(&mut self, room: &Arc<str>, listed: Option<u64>) {
+        if let Some(tick) = listed {
+            self.lru.remove(&(tick, room.clone()));
+        }
+        if let Some(log) = self.logs.get(&**room).filter(|l| !l.entries.is_empty()) {
+            self.lru.insert((log.last_append, room.clone()));
+        }
+    }
 }
 
 /// What stands behind this pod's history.
@@ -118,6 +138,13 @@ pub enum Backing {
         /// MongoDB holds every message.
         deep: bool,
     },
+}
+
+/// Whether a resume after `since` needs messages before `first` (the
+/// oldest held): `since + 1 < first`, without overflow for any `since`
+/// (a client may send up to `u64::MAX`).
+pub fn reaches_below(since: u64, first: u64) -> bool {
+    since.checked_add(1).is_some_and(|next| next < first)
 }
 
 /// Every room's recent messages on this pod.
@@ -214,11 +241,13 @@ impl History {
         let mut rooms = self.lock();
         let fresh = self.new_log();
         let log = rooms.logs.entry(room.clone()).or_insert(fresh);
+        let listed = (!log.entries.is_empty()).then_some(log.last_append);
         let freed: usize = log.entries.drain(..).map(|e| e.frame.len()).sum();
         log.last_seq = next_seq - 1;
         log.known = true;
         log.complete = false;
         rooms.bytes -= freed;
+        rooms.relist(room, listed);
     }
 
     fn push(&self, rooms: &mut Rooms, room: &Arc<str>, entry: Entry) {
@@ -226,6 +255,7 @@ impl History {
         let tick = rooms.appends;
         let fresh = self.new_log();
         let log = rooms.logs.entry(room.clone()).or_insert(fresh);
+        let listed = (!log.entries.is_empty()).then_some(log.last_append);
         debug_assert!(
             !log.known || entry.seq == log.last_seq + 1,
             "seq {} after {} in {room}",
@@ -250,15 +280,10 @@ impl History {
             freed += log.entries.pop_front().map_or(0, |e| e.frame.len());
         }
         rooms.bytes = rooms.bytes + added - freed;
+        rooms.relist(room, listed);
         while rooms.bytes > self.max_bytes {
             // Evict the stored messages of the room appended to least recently.
-            let Some(victim) = rooms
-                .logs
-                .iter()
-                .filter(|(_, l)| !l.entries.is_empty())
-                .min_by_key(|(_, l)| l.last_append)
-                .map(|(r, _)| r.clone())
-            else {
+            let Some((_, victim)) = rooms.lru.pop_first() else {
                 break;
             };
             let log = rooms.logs.get_mut(&victim).expect("victim exists");
@@ -282,13 +307,22 @@ impl History {
             return true;
         }
         let first = log.entries.front().map_or(log.last_seq + 1, |e| e.seq);
-        deep && since.is_some_and(|s| s + 1 < first)
+        deep && since.is_some_and(|s| reaches_below(s, first))
     }
 
     /// The seq of the oldest stored message of `room` (or what it would be).
     pub fn first_seq(&self, room: &str) -> u64 {
         let rooms = self.lock();
         rooms.logs.get(room).map_or(1, |l| l.entries.front().map_or(l.last_seq + 1, |e| e.seq))
+    }
+
+    /// The stored messages of `room` after `since`, oldest first, and the
+    /// seq the ring starts at (`last_seq + 1` when it holds nothing).
+    pub fn held_after(&self, room: &str, since: u64) -> (Vec<Entry>, u64) {
+        let rooms = self.lock();
+        let Some(log) = rooms.logs.get(room) else { return (Vec::new(), 1) };
+        let first = log.entries.front().map_or(log.last_seq.saturating_add(1), |e| e.seq);
+        (log.entries.iter().filter(|e| e.seq > since).cloned().collect(), first)
     }
 
     /// Merges loaded messages (from Redis or MongoDB, any order, possibly
@@ -311,11 +345,13 @@ impl History {
         }
         let kept = all.split_off(start);
         let held_after: usize = kept.iter().map(|e| e.frame.len()).sum();
+        let listed = (held_before > 0).then_some(log.last_append);
         log.entries = kept.into();
         log.last_seq = latest;
         log.known = true;
         log.complete = true;
         rooms.bytes = rooms.bytes + held_after - held_before;
+        rooms.relist(room, listed);
     }
 
     /// What a client joining `room` is sent: with `since`, every message
@@ -340,7 +376,7 @@ impl History {
         let mut entries: Vec<Entry> = older.iter().filter(|e| e.seq > s && e.seq < ring_first).cloned().collect();
         entries.extend(log.entries.iter().filter(|e| e.seq > s).cloned());
         // Recovered: exactly s+1 ..= last_seq, nothing missing in between.
-        let recovered = entries.first().is_some_and(|e| e.seq == s + 1)
+        let recovered = entries.first().is_some_and(|e| Some(e.seq) == s.checked_add(1))
             && entries.last().is_some_and(|e| e.seq == last_seq)
             && entries.windows(2).all(|w| w[1].seq == w[0].seq + 1);
         Snapshot { last_seq, entries, recovered: Some(recovered) }
@@ -516,6 +552,20 @@ mod tests {
     }
 
     #[test]
+    fn a_since_near_u64_max_never_overflows() {
+        let h = History::new(5, usize::MAX, Backing::Store { deep: true });
+        let room: Arc<str> = Arc::from("r");
+        h.merge_recent(&room, entries(1..=20));
+        for since in [u64::MAX, u64::MAX - 1] {
+            assert!(!h.needs_load("r", Some(since)), "beyond the last seq: nothing older to load");
+            let s = h.snapshot("r", Some(since), 50, &entries(1..=15));
+            assert_eq!((seqs(&s), s.recovered), (vec![], Some(false)));
+        }
+        assert!(!reaches_below(u64::MAX, u64::MAX));
+        assert!(reaches_below(3, 5) && !reaches_below(4, 5));
+    }
+
+    #[test]
     fn a_resume_older_than_the_ring_combines_mongodb_entries_with_the_ring() {
         let h = History::new(5, usize::MAX, Backing::Store { deep: true });
         let room: Arc<str> = Arc::from("r");
@@ -526,5 +576,64 @@ mod tests {
         let s = h.snapshot("r", Some(3), 50, &older);
         assert_eq!(s.recovered, Some(false), "4..8 were not fetched");
         assert_eq!(seqs(&s).first(), Some(&9));
+    }
+
+    /// The eviction order always lists exactly the rooms holding messages, by last append.
+    fn assert_lru_in_step(h: &History) {
+        let rooms = h.lock();
+        let scan: BTreeSet<(u64, Arc<str>)> =
+            rooms.logs.iter().filter(|(_, l)| !l.entries.is_empty()).map(|(r, l)| (l.last_append, r.clone())).collect();
+        assert_eq!(rooms.lru, scan);
+    }
+
+    #[test]
+    fn the_eviction_order_follows_appends_loads_and_restarts() {
+        let one = Entry::new(1, r#"{"seq":1}"#).frame.len();
+        let h = History::new(100, one * 30, Backing::Store { deep: false });
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"), Arc::from("c"));
+        h.merge_recent(&a, entries(1..=5));
+        assert_lru_in_step(&h);
+        for seq in 1..=5 {
+            h.append(&b, Entry::new(seq, &format!(r#"{{"seq":{seq}}}"#)));
+            h.append(&c, Entry::new(seq, &format!(r#"{{"seq":{seq}}}"#)));
+            assert_lru_in_step(&h);
+        }
+        h.restart_after_gap(&b, 9);
+        assert_lru_in_step(&h);
+        h.append(&a, Entry::new(6, r#"{"seq":6}"#));
+        h.merge_recent(&c, entries(1..=8));
+        assert_lru_in_step(&h);
+        // Over the bound: c was appended to before a, so c goes first.
+        let d: Arc<str> = Arc::from("d");
+        h.merge_recent(&d, entries(1..=10));
+        for seq in 11..=25 {
+            h.append(&d, Entry::new(seq, &format!(r#"{{"seq":{seq}}}"#)));
+            assert_lru_in_step(&h);
+        }
+        assert!(h.recent("c", 100).is_empty(), "least recently appended: evicted");
+        assert!(!h.recent("d", 100).is_empty());
+        assert!(h.usage().1 <= one * 30 + 100);
+    }
+
+    /// Not a timed test: `cargo test --release --lib eviction_cost -- --ignored --nocapture`
+    /// prints the cost of an append that evicts, with many rooms held.
+    #[test]
+    #[ignore]
+    fn eviction_cost() {
+        for rooms in [1_000usize, 10_000, 50_000] {
+            let one = Entry::new(1, r#"{"seq":1}"#).frame.len();
+            // Room for `rooms` rooms of one message each: every new room evicts one.
+            let h = History::new(10, one * rooms, Backing::Memory);
+            let names: Vec<Arc<str>> = (0..rooms * 2).map(|i| Arc::from(format!("room-{i}"))).collect();
+            for name in &names[..rooms] {
+                h.append(name, Entry::new(1, r#"{"seq":1}"#));
+            }
+            let start = std::time::Instant::now();
+            for name in &names[rooms..] {
+                h.append(name, Entry::new(1, r#"{"seq":1}"#));
+            }
+            let per = start.elapsed() / rooms as u32;
+            println!("{rooms} rooms held: {per:?} per evicting append");
+        }
     }
 }

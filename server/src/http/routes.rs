@@ -6,7 +6,7 @@
 //! | `/`, `/ws` + Upgrade | chat WebSocket (`room`, `name`, `since`) |
 //! | `/` | the chat page |
 //! | `/echo` + Upgrade | raw echo WebSocket, only with `ECHO_ROUTE=1` |
-//! | `/health` | 200 JSON while alive |
+//! | `/health` | 200 JSON while alive; 503 once a worker thread died |
 //! | `/ready` | 200 when accepting, 503 draining or full |
 //! | `/metrics` | Prometheus text |
 //! | `/stats` | the original server's JSON figures |
@@ -134,6 +134,18 @@ pub fn at_capacity() -> Response {
 }
 
 fn health(state: &ServerState) -> Response {
+    if let Some(dead) = state.metrics.workers.iter().position(|w| w.died.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    {
+        // A dead worker's clients are gone and its share of the port is
+        // closed: the kubelet must restart the pod.
+        return Response::json(
+            503,
+            format!(
+                r#"{{"status":"unhealthy","reason":"worker {dead} died","pod":{}}}"#,
+                crate::chat::protocol::json_string(&state.config.pod_name)
+            ),
+        );
+    }
     Response::json(
         200,
         format!(
@@ -224,6 +236,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
     Snapshot {
         draining: state.phase() != Phase::Running,
         inbox_depth: state.inboxes.iter().map(|i| i.len()).sum(),
+        inbox_dropped: state.inboxes.iter().map(|i| i.dropped()).sum(),
         publish_queue_depth: state.publish.len(),
         history_rooms,
         history_bytes,

@@ -145,8 +145,14 @@ impl OutQueue {
     }
 }
 
-/// Writes to a socket with `send(2)` / `sendmsg(2)` (MSG_NOSIGNAL).
+/// Writes to a socket with `send(2)` / `sendmsg(2)` and MSG_NOSIGNAL: a
+/// write to a connection the peer has reset fails with EPIPE instead of
+/// raising SIGPIPE, whatever the process's SIGPIPE disposition (the Rust
+/// runtime ignores it in the binary, but not in every embedding).
 pub struct SocketSink<'a>(socket2::SockRef<'a>);
+
+/// The flags of every send.
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 
 impl<'a> SocketSink<'a> {
     /// Wraps a connected stream socket.
@@ -157,14 +163,14 @@ impl<'a> SocketSink<'a> {
 
 impl Write for SocketSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send(buf)
+        self.0.send_with_flags(buf, SEND_FLAGS)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if bufs.len() == 1 {
-            self.0.send(&bufs[0])
+            self.0.send_with_flags(&bufs[0], SEND_FLAGS)
         } else {
-            self.0.send_vectored(bufs)
+            self.0.send_vectored_with_flags(bufs, SEND_FLAGS)
         }
     }
 
@@ -269,5 +275,31 @@ mod tests {
         q.write_to(&mut w, usize::MAX).unwrap();
         q.release_if_empty();
         assert_eq!(q.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn sends_never_raise_sigpipe() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // Catch SIGPIPE instead of ignoring it (the test harness, like the
+        // binary, ignores it): a send without MSG_NOSIGNAL to a reset
+        // connection would raise it.
+        let raised = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGPIPE, raised.clone()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        drop(listener.accept().unwrap().0);
+        let mut sink = SocketSink::new(&stream);
+        let mut broken = false;
+        for _ in 0..200 {
+            let one = sink.write(b"x");
+            let two = sink.write_vectored(&[IoSlice::new(b"a"), IoSlice::new(b"b")]);
+            if [one, two].iter().any(|r| r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) {
+                broken = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(broken, "the peer's reset never surfaced as EPIPE");
+        assert!(!raised.load(Ordering::SeqCst), "a send raised SIGPIPE: MSG_NOSIGNAL missing");
     }
 }

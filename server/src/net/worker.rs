@@ -76,6 +76,9 @@ const EVENTS_CAPACITY: usize = 1024;
 /// Seconds a resume may wait for this pod to catch up with its `since`.
 const CATCH_UP_SECS: u32 = 2;
 
+/// An entry of a deferred work list: slab key and connection id.
+type Listed = (usize, u64);
+
 /// Closing every connection over the drain window.
 #[derive(Debug)]
 struct DrainPlan {
@@ -109,15 +112,21 @@ pub struct Worker {
     /// when a partial frame or request remains.
     scratch: Vec<u8>,
     /// Connections with output to write in `before_sleep`.
-    pending_write: Vec<usize>,
+    ///
+    /// Every deferred list holds (slab key, connection id): a key outlives
+    /// its connection on a list filled after the list was last drained, and
+    /// `accept` reuses keys, so each entry is acted on only if the
+    /// connection at that key still has that id and the list's flag
+    /// ([`Worker::listed`]).
+    pending_write: Vec<Listed>,
     /// Spare list swapped with `pending_write` while flushing.
-    flushing: Vec<usize>,
+    flushing: Vec<Listed>,
     /// Connections whose read budget ran out.
-    pending_read: Vec<usize>,
+    pending_read: Vec<Listed>,
     /// Connections to remove in `before_sleep`.
-    doomed: Vec<usize>,
+    doomed: Vec<Listed>,
     /// Connections over their outbound bound, closed after the current fan-out.
-    slow: Vec<usize>,
+    slow: Vec<Listed>,
     /// Resumes waiting for this pod to catch up with their `since`:
     /// (key, connection id, deadline), see [`Worker::complete_join`].
     catching_up: Vec<(usize, u64, u32)>,
@@ -173,6 +182,12 @@ impl Worker {
             limits,
             ping_frame: encoder::frame(OpCode::Control(Control::Ping), b"").into(),
         })
+    }
+
+    /// The connection a deferred-list entry names, if it is still that
+    /// connection (same id) and still carries the list's flag `f`.
+    fn listed(&mut self, (key, id): Listed, f: u16) -> Option<&mut Conn> {
+        self.conns.get_mut(key).filter(|c| c.id == id && c.has(f))
     }
 
     fn metrics(&self) -> &WorkerMetrics {
@@ -339,10 +354,10 @@ impl Worker {
 
     fn read_pending(&mut self) {
         let list = std::mem::take(&mut self.pending_read);
-        for key in list {
-            if let Some(c) = self.conns.get_mut(key) {
+        for entry in list {
+            if let Some(c) = self.listed(entry, flag::READ_PENDING) {
                 c.flags &= !flag::READ_PENDING;
-                self.on_event(key, true, false);
+                self.on_event(entry.0, true, false);
             }
         }
     }
@@ -880,14 +895,12 @@ impl Worker {
     }
 
     fn close_slow_consumers(&mut self) {
-        for key in std::mem::take(&mut self.slow) {
-            if let Some(c) = self.conns.get(key) {
-                log::debug!(
-                    "connection {} is a slow consumer ({} bytes queued); closing it (1008)",
-                    c.id,
-                    c.out.bytes()
-                );
-            }
+        for entry in std::mem::take(&mut self.slow) {
+            // Only the connection that went over its bound: the key may be
+            // stale (that one removed, the key given to a new connection).
+            let Some(c) = self.listed(entry, flag::SLOW) else { continue };
+            log::debug!("connection {} is a slow consumer ({} bytes queued); closing it (1008)", c.id, c.out.bytes());
+            let key = entry.0;
             // Reading too slowly is not misbehaviour: what it still sends is published.
             self.start_close(key, 1008, "slow consumer", CloseReason::SlowConsumer, true);
         }
@@ -897,7 +910,11 @@ impl Worker {
     fn before_sleep(&mut self) {
         std::mem::swap(&mut self.pending_write, &mut self.flushing);
         let mut list = std::mem::take(&mut self.flushing);
-        for &key in &list {
+        for &entry in &list {
+            if self.listed(entry, flag::IN_PENDING).is_none() {
+                continue;
+            }
+            let key = entry.0;
             if let Err(e) = catch_unwind(AssertUnwindSafe(|| self.flush(key))) {
                 drop(e);
                 self.on_panic(key);
@@ -905,8 +922,10 @@ impl Worker {
         }
         list.clear();
         self.flushing = list;
-        for key in std::mem::take(&mut self.doomed) {
-            self.remove(key);
+        for entry in std::mem::take(&mut self.doomed) {
+            if self.listed(entry, flag::DOOMED).is_some() {
+                self.remove(entry.0);
+            }
         }
     }
 
@@ -957,6 +976,9 @@ impl Worker {
         self.inbox_more = false;
         for _ in 0..INBOX_BUDGET {
             let Some(msg) = self.inbox.try_recv() else {
+                if self.inbox.take_overflow() {
+                    self.resync_all();
+                }
                 self.close_slow_consumers();
                 return;
             };
@@ -984,6 +1006,22 @@ impl Worker {
         }
         self.inbox_more = true;
         self.close_slow_consumers();
+    }
+
+    /// The inbox overflowed: broadcasts were dropped. Every chat client of
+    /// this worker is closed with 1012 and resumes with `since`, from the
+    /// ring or MongoDB (see hub::inbox).
+    fn resync_all(&mut self) {
+        let members: Vec<usize> =
+            self.conns.iter_mut().filter_map(|(k, c)| c.chat().is_some_and(|s| s.joined).then_some(k)).collect();
+        log::warn!(
+            "worker {}: broadcasts were dropped at its inbox's bound; closing its {} chat clients with 1012 to resume",
+            self.index,
+            members.len()
+        );
+        for key in members {
+            self.start_close(key, 1012, "overloaded: reconnect with since", CloseReason::Resync, false);
+        }
     }
 
     /// Queues `entry` to every local member of `room` that has not had it.
@@ -1048,6 +1086,13 @@ impl Worker {
     /// Once a second: deadlines, pings, silent clients, idle buffers.
     fn on_tick(&mut self) {
         let now = self.now;
+        // Fault injection for the tests of a worker's death (debug builds
+        // only; never compiled into a release): worker 0 panics outside
+        // every catch_unwind two seconds after the start.
+        #[cfg(debug_assertions)]
+        if self.index == 0 && now >= 2 && std::env::var_os("WS_TEST_FAULT").is_some_and(|v| v == "worker-panic") {
+            panic!("injected fault (WS_TEST_FAULT=worker-panic): worker 0 panics outside catch_unwind");
+        }
         let ping = self.state.config.ping_interval.as_secs() as u32;
         let mut expired = Vec::new();
         let mut silent = Vec::new();
@@ -1168,7 +1213,7 @@ impl Worker {
 }
 
 /// Marks `c` as a slow consumer when its queue passes the bound.
-fn check_bound(c: &mut Conn, key: usize, max: usize, slow: &mut Vec<usize>) {
+fn check_bound(c: &mut Conn, key: usize, max: usize, slow: &mut Vec<Listed>) {
     if c.out.bytes() > max + c.allowance as usize && !c.has(flag::CLOSE_SENT) {
         enlist(c, key, flag::SLOW, slow);
     }
@@ -1177,9 +1222,71 @@ fn check_bound(c: &mut Conn, key: usize, max: usize, slow: &mut Vec<usize>) {
 /// Puts connection `key` on `list` once: `f` records that it is there.
 /// The worker's work lists (pending writes and reads, slow consumers,
 /// doomed connections) all follow this rule, so none holds a key twice.
-fn enlist(c: &mut Conn, key: usize, f: u16, list: &mut Vec<usize>) {
+fn enlist(c: &mut Conn, key: usize, f: u16, list: &mut Vec<Listed>) {
     if !c.has(f) {
         c.flags |= f;
-        list.push(key);
+        list.push((key, c.id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::inbox::inbox;
+
+    /// A worker on a real loopback listener, with its inbox sender kept alive.
+    fn worker() -> (Worker, std::net::SocketAddr, crate::hub::inbox::InboxSender) {
+        let config = Config::from_lookup(|k| (k == "WORKERS").then(|| "1".to_string())).unwrap();
+        let poll = Poll::new().unwrap();
+        let (tx, rx) = inbox(mio::Waker::new(poll.registry(), WAKER).unwrap());
+        let (publish, _) = crossbeam_channel::bounded(1);
+        let state = Arc::new(ServerState::new(config, vec![tx.clone()], publish, None));
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        (Worker::new(0, poll, (listener, None), rx, state).unwrap(), addr, tx)
+    }
+
+    /// Accepts the connection just made (the listener is non-blocking).
+    fn accept_one(w: &mut Worker) -> usize {
+        let before = w.conns.len();
+        for _ in 0..200 {
+            w.accept_all(crate::http::routes::Listener::Public);
+            if w.conns.len() > before {
+                return w.conns.iter().map(|(k, _)| k).max().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no connection accepted");
+    }
+
+    #[test]
+    fn a_stale_slow_consumer_entry_never_closes_the_connection_that_reuses_its_key() {
+        let (mut w, addr, _tx) = worker();
+        let _first = std::net::TcpStream::connect(addr).unwrap();
+        let key = accept_one(&mut w);
+        // It goes over its bound outside a fan-out (a pong, a ping), then is
+        // removed in the same iteration: its entry stays on the slow list.
+        let c = w.conns.get_mut(key).unwrap();
+        check_bound(c, key, 0, &mut w.slow);
+        c.out.push(Chunk::Shared(Arc::from(&b"x"[..])));
+        check_bound(c, key, 0, &mut w.slow);
+        assert_eq!(w.slow.len(), 1);
+        w.doom(key);
+        w.before_sleep();
+        assert!(!w.conns.contains(key));
+        // A fresh connection, still in its HTTP phase, gets the same key.
+        let _second = std::net::TcpStream::connect(addr).unwrap();
+        assert_eq!(accept_one(&mut w), key, "the slab reuses the freed key");
+        w.close_slow_consumers();
+        let c = w.conns.get(key).unwrap();
+        assert!(!c.has(flag::CLOSE_SENT), "the new connection was closed as a slow consumer");
+        assert!(w.slow.is_empty());
+        // Stale entries on the other lists are skipped as well.
+        w.pending_read.push((key, c.id + 1000));
+        w.doomed.push((key, c.id + 1000));
+        w.read_pending();
+        w.before_sleep();
+        assert!(w.conns.contains(key), "a stale doomed entry removed the new connection");
     }
 }

@@ -229,14 +229,20 @@ struct Fields<'a> {
     client_id: Option<Cow<'a, str>>,
 }
 
-/// Parses `SEQ JSON` as published; `None` if it is not ours.
+/// The largest seq: a Redis counter is a signed 64-bit integer.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// Parses `SEQ JSON` as published; `None` if it is not ours. A seq is in
+/// `1..=i64::MAX`: what a Redis counter can reach and MongoDB can store (a
+/// larger one, written by something else, would wrap when stored and
+/// overflow the sequence arithmetic).
 pub fn decode(payload: &[u8]) -> Option<ChatMessage> {
     let text = std::str::from_utf8(payload).ok()?;
     let (seq, json) = text.split_once(' ')?;
     let f: Fields<'_> = serde_json::from_str(json).ok()?;
     Some(ChatMessage {
         room: f.room.into_owned(),
-        seq: seq.parse().ok().filter(|&s| s > 0)?,
+        seq: seq.parse().ok().filter(|&s| s > 0 && s <= MAX_SEQ)?,
         id: f.id.into_owned(),
         username: f.username.into_owned(),
         message: f.message.into_owned(),
@@ -266,9 +272,11 @@ mod tests {
         assert!(!wire.contains("clientId"), "absent, not null: older pods read it unchanged");
         assert_eq!(decode(wire.as_bytes()), Some(m.clone()));
         let m = ChatMessage { client_id: Some("c-1".into()), ..m };
-        assert_eq!(decode(format!("9 {}", encode_fields(&m)).as_bytes()), Some(m));
+        assert_eq!(decode(format!("9 {}", encode_fields(&m)).as_bytes()), Some(m.clone()));
         assert_eq!(decode(b"x {}"), None);
         assert_eq!(decode(b"0 {}"), None);
+        let beyond = format!("{} {}", MAX_SEQ + 1, encode_fields(&m));
+        assert_eq!(decode(beyond.as_bytes()), None, "beyond a Redis counter");
         assert_eq!(decode(b"nonsense"), None);
     }
 

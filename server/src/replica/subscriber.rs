@@ -412,7 +412,8 @@ impl Subscriber {
                 Some(c) => c,
                 None => match self.pool.query::<Option<u64>>(&room, redis::cmd("GET").arg(seq_key(&room))) {
                     Ok(c) => {
-                        let c = c.unwrap_or(0);
+                        // A counter beyond MAX_SEQ is not ours: ignored (and c + 1 cannot overflow).
+                        let c = c.filter(|&c| c <= super::MAX_SEQ).unwrap_or(0);
                         if let Some(r) = self.rooms.get_mut(&room) {
                             r.catch_up = Some(Some(c));
                         }

@@ -31,7 +31,7 @@ use crossbeam_channel::Receiver;
 
 use super::mongo::{one_line, Mongo};
 use crate::backoff::Backoff;
-use crate::chat::history::Entry;
+use crate::chat::history::{reaches_below, Entry};
 use crate::hub::inbox::ToWorker;
 use crate::replica;
 use crate::replica::pool::NodePool;
@@ -42,6 +42,25 @@ use crate::state::ServerState;
 /// further behind gets the newest of them and `recovered: false`: a welcome
 /// frame is not the place to replay an unbounded backlog.
 pub const RESUME_MAX: usize = 10_000;
+
+/// Times a hole just below the ring is read again from MongoDB.
+const FILL_ATTEMPTS: u32 = 6;
+/// Wait before reading again when MongoDB had nothing new (times the attempt):
+/// the writer's batch interval and a write. At most 0.3 s in all.
+const FILL_WAIT: Duration = Duration::from_millis(20);
+
+/// The first missing range `[from, to)` in `entries` (ascending seqs)
+/// between `start` and `end` (exclusive), if any.
+fn first_hole(entries: &[Entry], start: u64, end: u64) -> Option<(u64, u64)> {
+    let mut expected = start;
+    for e in entries.iter().filter(|e| e.seq >= start && e.seq < end) {
+        if e.seq > expected {
+            return Some((expected, e.seq));
+        }
+        expected = e.seq + 1;
+    }
+    (expected < end).then_some((expected, end))
+}
 
 /// Where to send the answer to a load.
 #[derive(Debug, Clone, Copy)]
@@ -120,8 +139,10 @@ impl Loader {
         let since = req.since.or_else(|| req.last.map(|n| history.last_seq(&req.room).saturating_sub(n as u64)));
         if let (Some(since), true) = (since, self.mongo.is_some()) {
             let first = history.first_seq(&req.room);
-            if since + 1 < first {
-                older = self.mongo_range(&req.room, since, first, RESUME_MAX).unwrap_or_default();
+            // `since` is any u64 a client sent: compared without overflow,
+            // and one at or beyond the room's last seq asks MongoDB nothing.
+            if reaches_below(since, first) {
+                older = self.deep_range(&req.room, since, first);
             }
         }
         if let Some(r) = req.reply {
@@ -129,6 +150,55 @@ impl Loader {
                 inbox.send(ToWorker::Loaded { key: r.key, conn_id: r.conn_id, older });
             }
         }
+    }
+
+    /// Every message of `room` after `since` that MongoDB and the ring hold,
+    /// oldest first, for a resume (or a `/history`) older than the ring,
+    /// which started at `first` when the load began.
+    ///
+    /// The answer ends with a copy of the ring as it is once MongoDB has
+    /// answered. The worker builds its reply later, from the ring as it is
+    /// then: what slid out of the ring in between is in that copy, so the
+    /// two parts meet unless more than a whole ring of messages arrives in
+    /// the room during the one inbox hop between this reply and the
+    /// worker's snapshot. A hole just below the ring, which a busy room
+    /// opens while MongoDB is read (the messages that slid out meanwhile)
+    /// or because the MongoDB writer has not written the newest ones yet
+    /// (it batches), is read again, a bounded number of times with a short
+    /// wait: a resume whose messages are all in MongoDB comes back complete.
+    /// Holes deeper than a ring below the window are not waited for (the
+    /// messages are missing from MongoDB; the answer says `recovered:false`).
+    fn deep_range(&mut self, room: &str, since: u64, first: u64) -> Vec<Entry> {
+        let Some(mut older) = self.mongo_range(room, since, first, RESUME_MAX) else { return Vec::new() };
+        // Truncated at RESUME_MAX: the answer starts at the oldest fetched.
+        let start = match older.first() {
+            Some(e) if older.len() >= RESUME_MAX => e.seq,
+            _ => since + 1, // since < first, so no overflow
+        };
+        let window = self.state.history.ring() as u64;
+        for attempt in 0..FILL_ATTEMPTS {
+            let (held, ring_first) = self.state.history.held_after(room, since);
+            let Some((from, to)) = first_hole(&older, start, ring_first) else {
+                older.extend(held.into_iter().filter(|e| e.seq >= ring_first));
+                return older;
+            };
+            if attempt + 1 == FILL_ATTEMPTS || to.saturating_add(window) < first {
+                older.extend(held.into_iter().filter(|e| e.seq >= ring_first));
+                return older;
+            }
+            self.state.metrics.backend.history_refills.fetch_add(1, Relaxed);
+            let before = older.len();
+            // Everything from the hole up to the ring (what slid out since).
+            let more = self.mongo_range(room, from - 1, ring_first, RESUME_MAX).unwrap_or_default();
+            older.extend(more);
+            older.sort_by_key(|e| e.seq);
+            older.dedup_by_key(|e| e.seq);
+            if older.len() == before {
+                // Not written yet: give the MongoDB writer a batch or two.
+                std::thread::sleep(FILL_WAIT * (attempt + 1));
+            }
+        }
+        older
     }
 
     /// The room's Redis list, or `None` if Redis is not configured or failed.
@@ -200,5 +270,24 @@ impl Loader {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(seqs: impl IntoIterator<Item = u64>) -> Vec<Entry> {
+        seqs.into_iter().map(|s| Entry::new(s, "{}")).collect()
+    }
+
+    #[test]
+    fn holes_are_found_between_the_start_and_the_ring() {
+        assert_eq!(first_hole(&entries(5..=9), 5, 10), None);
+        assert_eq!(first_hole(&entries(5..=9), 5, 12), Some((10, 12)), "slid out of the ring meanwhile");
+        assert_eq!(first_hole(&entries([5, 6, 9]), 5, 12), Some((7, 9)));
+        assert_eq!(first_hole(&entries(7..=9), 5, 10), Some((5, 7)));
+        assert_eq!(first_hole(&[], 5, 5), None);
+        assert_eq!(first_hole(&entries(1..=20), 5, 10), None, "outside the range is ignored");
     }
 }

@@ -8,10 +8,21 @@
 //!
 //! The writer thread takes messages from a bounded channel, batches them
 //! by size (`BATCH_MAX`) and time (`BATCH_WAIT`), and writes each batch
-//! with an unordered `insert_many`. A failed batch is kept and retried with
+//! with an unordered `insert_many`. What failed is kept and retried with
 //! backoff while new messages wait in the channel; nothing a worker does
 //! ever waits for MongoDB. On shutdown it flushes what is queued, within a
 //! deadline.
+//!
+//! Failures are told apart ([`classify`]): an error of the whole batch
+//! (network, no primary, timeouts, a write concern not met) retries the
+//! batch; a per-document error is looked at by its code — a duplicate key
+//! is "already written", a transient code (not primary, shutting down,
+//! interrupted, lock or time limits) retries that document, a permanent one
+//! (validation, too large, bad value) drops it at once, and an unknown code
+//! is retried [`UNKNOWN_TRIES`] times, then dropped. A dropped document is
+//! logged with its room and seq and counted
+//! (`websocket_mongo_rejected_total`); the rest of its batch goes on, so
+//! one poison document never stalls persistence.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -38,6 +49,21 @@ const BATCH_WAIT: Duration = Duration::from_millis(20);
 const SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
+/// Per-document codes that pass: no primary, node recovering or shutting
+/// down, interrupted, lock, time and network limits. The document is retried.
+const TRANSIENT_CODES: [i32; 20] =
+    [6, 7, 24, 46, 50, 64, 89, 91, 112, 134, 189, 262, 9001, 10058, 10107, 11600, 11601, 11602, 13435, 13436];
+/// Per-document codes that will never pass: bad value, type mismatch,
+/// invalid field names, document validation, too large, key too long.
+const PERMANENT_CODES: [i32; 10] = [2, 14, 52, 55, 56, 57, 121, 10334, 17280, 17419];
+/// Attempts for a document refused with a code in neither list.
+pub const UNKNOWN_TRIES: u8 = 3;
+/// The largest document MongoDB stores (`maxBsonObjectSize`). The driver
+/// refuses a whole batch, before sending it, when one of its documents is
+/// larger, so such a document is set apart first.
+pub const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
+/// MongoDB's code for a document over that size.
+const TOO_LARGE: i32 = 10334;
 /// The collection's name.
 pub const COLLECTION: &str = "messages";
 /// The database when the URI names none.
@@ -75,26 +101,28 @@ impl Mongo {
         self.coll.create_index(index).run().map(|_| ())
     }
 
-    /// Writes `docs` unordered. Duplicates count as written. Returns how
-    /// many were new.
-    pub fn insert(&self, docs: &[Document]) -> mongodb::error::Result<usize> {
-        match self.coll.insert_many(docs).ordered(false).run() {
-            Ok(r) => Ok(r.inserted_ids.len()),
-            Err(e) => match *e.kind {
-                ErrorKind::InsertMany(ref failure)
-                    if failure.write_concern_error.is_none()
-                        && failure
-                            .write_errors
-                            .as_ref()
-                            .is_some_and(|w| w.iter().all(|we| we.code == DUPLICATE_KEY)) =>
-                {
-                    let dups = failure.write_errors.as_ref().map_or(0, |w| w.len());
-                    Ok(docs.len() - dups)
-                }
-                ErrorKind::Write(WriteFailure::WriteError(ref we)) if we.code == DUPLICATE_KEY => Ok(0),
-                _ => Err(e),
-            },
+    /// Writes `docs` unordered. Duplicates count as written. `tries[i]` is
+    /// how many times document `i` was refused before (for [`classify`]).
+    /// `Err`: the whole batch is to be retried.
+    pub fn insert(&self, docs: &[Document], tries: &[u8]) -> Result<BatchResult, mongodb::error::Error> {
+        let sizes: Vec<Option<usize>> = docs.iter().map(oversize).collect();
+        let fit: Vec<usize> = (0..docs.len()).filter(|&i| sizes[i].is_none()).collect();
+        let mut out = BatchResult::default();
+        if !fit.is_empty() {
+            let sent = fit.iter().map(|&i| &docs[i]);
+            if let Err(e) = self.coll.insert_many(sent).ordered(false).run() {
+                let sent_tries: Vec<u8> = fit.iter().map(|&i| tries[i]).collect();
+                let r = classify(&e, &sent_tries).ok_or(e)?;
+                out.rejected = r.rejected.into_iter().map(|(i, code, msg)| (fit[i], code, msg)).collect();
+                out.retry = r.retry.into_iter().map(|i| fit[i]).collect();
+            }
         }
+        for (i, size) in sizes.iter().enumerate() {
+            if let Some(size) = size {
+                out.rejected.push((i, TOO_LARGE, format!("document of {size} bytes, over MongoDB's {MAX_DOCUMENT}")));
+            }
+        }
+        Ok(out)
     }
 
     /// The last `n` messages of `room`, as entries, oldest first.
@@ -105,7 +133,9 @@ impl Mongo {
     /// Messages of `room` with `after < seq < before`, oldest first, at most `n`
     /// (the newest `n` of that range).
     pub fn range(&self, room: &str, after: u64, before: u64, n: usize) -> mongodb::error::Result<Vec<Entry>> {
-        self.newest(doc! {"room": room, "seq": {"$gt": after as i64, "$lt": before as i64}}, n)
+        // Seqs are stored as i64; a bound beyond it is clamped, never wrapped.
+        let (after, before) = (i64::try_from(after).unwrap_or(i64::MAX), i64::try_from(before).unwrap_or(i64::MAX));
+        self.newest(doc! {"room": room, "seq": {"$gt": after, "$lt": before}}, n)
     }
 
     /// The newest `n` messages matching `filter`, as entries, oldest first.
@@ -120,6 +150,90 @@ impl Mongo {
         out.reverse();
         Ok(out)
     }
+}
+
+/// What became of a batch that MongoDB answered (every document not
+/// listed is stored, newly or already).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchResult {
+    /// Documents refused for good: (index in the batch, code, message).
+    pub rejected: Vec<(usize, i32, String)>,
+    /// Documents to write again (index in the batch).
+    pub retry: Vec<usize>,
+}
+
+/// What a per-document error code means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocError {
+    /// Already written (a retried batch, or a resend).
+    Duplicate,
+    /// Passes: write the document again.
+    Transient,
+    /// Will never pass: drop it.
+    Permanent,
+    /// Not known: retried a few times, then dropped.
+    Unknown,
+}
+
+/// The BSON size of `d` if it is over [`MAX_DOCUMENT`] (only a document
+/// whose strings come near the limit is measured).
+fn oversize(d: &Document) -> Option<usize> {
+    let strings: usize = d.values().map(|v| v.as_str().map_or(16, str::len)).sum();
+    if strings < MAX_DOCUMENT - 4096 {
+        return None;
+    }
+    let size = mongodb::bson::to_vec(d).map_or(usize::MAX, |v| v.len());
+    (size > MAX_DOCUMENT).then_some(size)
+}
+
+/// The meaning of a per-document write error code.
+pub fn doc_error(code: i32) -> DocError {
+    match code {
+        DUPLICATE_KEY => DocError::Duplicate,
+        c if TRANSIENT_CODES.contains(&c) => DocError::Transient,
+        c if PERMANENT_CODES.contains(&c) => DocError::Permanent,
+        _ => DocError::Unknown,
+    }
+}
+
+/// Splits a failed `insert_many` into per-document outcomes; `None` when
+/// the error concerns the whole batch (network, server selection,
+/// timeouts, a command error), which is then retried as a whole. A write
+/// concern error retries every document not refused for good (the
+/// unique index makes that idempotent).
+pub fn classify(e: &mongodb::error::Error, tries: &[u8]) -> Option<BatchResult> {
+    let (errors, concern) = match &*e.kind {
+        ErrorKind::InsertMany(failure) => {
+            (failure.write_errors.clone().unwrap_or_default(), failure.write_concern_error.is_some())
+        }
+        ErrorKind::Write(WriteFailure::WriteError(we)) if we.code == DUPLICATE_KEY => {
+            return Some(BatchResult::default())
+        }
+        _ => return None,
+    };
+    let mut out = BatchResult::default();
+    let mut failed = vec![false; tries.len()];
+    for we in errors {
+        let Some(slot) = failed.get_mut(we.index) else { continue };
+        *slot = true;
+        let give_up = match doc_error(we.code) {
+            DocError::Duplicate => continue,
+            DocError::Transient => false,
+            DocError::Permanent => true,
+            DocError::Unknown => tries[we.index].saturating_add(1) >= UNKNOWN_TRIES,
+        };
+        if give_up {
+            out.rejected.push((we.index, we.code, one_line(&we.message)));
+        } else {
+            out.retry.push(we.index);
+        }
+    }
+    if concern {
+        out.retry.extend((0..tries.len()).filter(|&i| !failed[i]));
+    }
+    out.retry.sort_unstable();
+    out.retry.dedup();
+    Some(out)
 }
 
 /// The stored form of a message.
@@ -187,6 +301,8 @@ impl Writer {
         let m = &self.state.metrics.backend;
         let mut indexed = false;
         let mut batch: Vec<ChatMessage> = Vec::new();
+        // Times each message of `batch` was refused with an unknown code.
+        let mut tries: Vec<u8> = Vec::new();
         let mut closed = false;
         loop {
             if !indexed && self.backoff.ready() {
@@ -238,15 +354,46 @@ impl Writer {
                 continue;
             }
             let docs: Vec<Document> = batch.iter().map(to_document).collect();
-            match self.mongo.insert(&docs) {
-                Ok(_) => {
-                    m.mongo_written.fetch_add(batch.len() as u64, Relaxed);
-                    m.mongo_queue.fetch_sub(batch.len() as i64, Relaxed);
-                    batch.clear();
-                    if self.backoff.failing() {
-                        log::info!("MongoDB writes resumed");
+            tries.resize(batch.len(), 0);
+            match self.mongo.insert(&docs, &tries) {
+                Ok(result) => {
+                    for (i, code, message) in &result.rejected {
+                        let msg = &batch[*i];
+                        log::error!(
+                            "MongoDB refused message {} of room {} for good (code {code}: {message}); not stored",
+                            msg.seq,
+                            msg.room
+                        );
                     }
-                    self.backoff.succeeded();
+                    let done = batch.len() - result.retry.len();
+                    m.mongo_rejected.fetch_add(result.rejected.len() as u64, Relaxed);
+                    m.mongo_written.fetch_add((done - result.rejected.len()) as u64, Relaxed);
+                    m.mongo_queue.fetch_sub(done as i64, Relaxed);
+                    // Keep only what is to be written again, with its count of tries.
+                    let mut keep = result.retry.iter().peekable();
+                    let mut i = 0;
+                    batch.retain(|_| {
+                        let kept = keep.next_if_eq(&&i).is_some();
+                        i += 1;
+                        kept
+                    });
+                    tries = result.retry.iter().map(|&i| tries[i].saturating_add(1)).collect();
+                    if batch.is_empty() {
+                        if self.backoff.failing() {
+                            log::info!("MongoDB writes resumed");
+                        }
+                        self.backoff.succeeded();
+                    } else {
+                        m.mongo_retried.fetch_add(1, Relaxed);
+                        let first = !self.backoff.failing();
+                        let wait = self.backoff.failed();
+                        if first {
+                            log::warn!(
+                                "MongoDB refused {} messages for now (e.g. no primary); retrying them in {wait:?}",
+                                batch.len()
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
                     m.mongo_errors.fetch_add(1, Relaxed);
@@ -303,5 +450,60 @@ mod tests {
         let m = ChatMessage { client_id: Some("c-9".into()), ..m };
         assert_eq!(from_document(&to_document(&m)), Some(m));
         assert_eq!(from_document(&doc! {"other": 1}), None);
+    }
+
+    /// A failed insert_many as the driver reports it (from the server's reply).
+    fn insert_many_error(write_errors: &[(usize, i32)], concern: bool) -> mongodb::error::Error {
+        let errors: Vec<Document> = write_errors
+            .iter()
+            .map(|&(i, c)| doc! {"index": i as i64, "code": c, "errmsg": format!("code {c}")})
+            .collect();
+        let mut failure = doc! {"writeErrors": errors};
+        if concern {
+            failure
+                .insert("writeConcernError", doc! {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting"});
+        }
+        let failure: mongodb::error::InsertManyError = mongodb::bson::from_document(failure).unwrap();
+        mongodb::error::Error::from(ErrorKind::InsertMany(failure))
+    }
+
+    #[test]
+    fn per_document_errors_are_told_apart() {
+        assert_eq!(doc_error(11000), DocError::Duplicate);
+        for code in [10107, 13435, 189, 91, 11600, 50, 262, 112] {
+            assert_eq!(doc_error(code), DocError::Transient, "{code}");
+        }
+        for code in [121, 10334, 2, 17280] {
+            assert_eq!(doc_error(code), DocError::Permanent, "{code}");
+        }
+        assert_eq!(doc_error(8), DocError::Unknown);
+    }
+
+    #[test]
+    fn a_poison_document_is_dropped_and_the_rest_of_the_batch_goes_on() {
+        // 0 duplicate (already written), 1 fails validation, 2 no primary, 3 written.
+        let e = insert_many_error(&[(0, 11000), (1, 121), (2, 10107)], false);
+        let r = classify(&e, &[0; 4]).expect("per-document outcome");
+        assert_eq!(r.rejected.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(), vec![(1, 121)]);
+        assert_eq!(r.retry, vec![2]);
+        // Unknown codes: retried, then dropped on the last try.
+        let e = insert_many_error(&[(0, 8), (1, 8)], false);
+        let r = classify(&e, &[0, UNKNOWN_TRIES - 1]).unwrap();
+        assert_eq!((r.retry, r.rejected.len(), r.rejected[0].0), (vec![0], 1, 1));
+        // A write concern error retries everything not refused for good.
+        let e = insert_many_error(&[(1, 121)], true);
+        let r = classify(&e, &[0; 3]).unwrap();
+        assert_eq!((r.retry, r.rejected.len()), (vec![0, 2], 1));
+        // Only duplicates: the batch is written.
+        assert_eq!(classify(&insert_many_error(&[(0, 11000)], false), &[0; 2]), Some(BatchResult::default()));
+    }
+
+    #[test]
+    fn errors_of_the_whole_batch_retry_it() {
+        let io =
+            mongodb::error::Error::from(ErrorKind::Io(Arc::new(std::io::Error::from(std::io::ErrorKind::TimedOut))));
+        assert_eq!(classify(&io, &[0; 5]), None, "network/timeouts: the batch is retried");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(classify(&mongodb::error::Error::from(ErrorKind::Io(Arc::new(reset))), &[0; 1]), None);
     }
 }
