@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use crate::auth::peer::PeerTable;
 use crate::chat::history::{Backing, History};
 use crate::config::Config;
 use crate::hub::inbox::InboxSender;
@@ -43,6 +44,8 @@ pub struct ServerState {
     pub loader: Option<Sender<LoadRequest>>,
     /// When the process started.
     pub started: Instant,
+    /// Per-address connection counts and upgrade buckets.
+    pub peers: PeerTable,
     phase: AtomicU8,
     next_conn_id: AtomicU64,
     /// WebSocket connections in the process, for MAX_CONNECTIONS.
@@ -62,6 +65,7 @@ impl ServerState {
             (None, None) => Backing::Memory,
             (_, mongo) => Backing::Store { deep: mongo.is_some() },
         };
+        let peers = PeerTable::new(config.peer_limits);
         let history = History::new(config.history_ring, config.history_max_bytes, backing);
         ServerState {
             config,
@@ -71,6 +75,7 @@ impl ServerState {
             publish,
             loader,
             started: Instant::now(),
+            peers,
             phase: AtomicU8::new(Phase::Running as u8),
             next_conn_id: AtomicU64::new(1),
             ws_count: AtomicUsize::new(0),

@@ -105,6 +105,7 @@ pub fn encode_fields(m: &ChatMessage) -> String {
         pod_name: Cow::Borrowed(&m.pod_name),
         ts: m.timestamp_ms,
         client_id: m.client_id.as_deref().map(Cow::Borrowed),
+        user_id: m.user_id.as_deref().map(Cow::Borrowed),
     })
     .unwrap_or_default()
 }
@@ -125,6 +126,8 @@ struct Fields<'a> {
     ts: i64,
     #[serde(rename = "clientId", borrow, default, skip_serializing_if = "Option::is_none")]
     client_id: Option<Cow<'a, str>>,
+    #[serde(rename = "userId", borrow, default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<Cow<'a, str>>,
 }
 
 /// Parses `SEQ JSON` as published; `None` if it is not ours.
@@ -141,6 +144,7 @@ pub fn decode(payload: &[u8]) -> Option<ChatMessage> {
         pod_name: f.pod_name.into_owned(),
         timestamp_ms: f.ts,
         client_id: f.client_id.map(Cow::into_owned),
+        user_id: f.user_id.map(Cow::into_owned),
     })
 }
 
@@ -159,11 +163,12 @@ mod tests {
             pod_name: "p-0".into(),
             timestamp_ms: 1234,
             client_id: None,
+            user_id: None,
         };
         let wire = format!("9 {}", encode_fields(&m));
         assert!(!wire.contains("clientId"), "absent, not null: older pods read it unchanged");
         assert_eq!(decode(wire.as_bytes()), Some(m.clone()));
-        let m = ChatMessage { client_id: Some("c-1".into()), ..m };
+        let m = ChatMessage { client_id: Some("c-1".into()), user_id: Some("u-1".into()), ..m };
         assert_eq!(decode(format!("9 {}", encode_fields(&m)).as_bytes()), Some(m));
         assert_eq!(decode(b"x {}"), None);
         assert_eq!(decode(b"0 {}"), None);
@@ -183,6 +188,7 @@ mod tests {
             pod_name: String::new(),
             timestamp_ms: 0,
             client_id: None,
+            user_id: None,
         };
         assert_eq!(dedupe_key(&m), "chat:{lobby}:msg:i");
         m.client_id = Some("c".into());
