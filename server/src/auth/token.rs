@@ -225,3 +225,62 @@ fn header_alg(token: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v.get("alg")?.as_str().map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &str = "unit-test-secret-of-at-least-32-bytes";
+
+    fn verifier(vars: &[(&'static str, &str)]) -> Verifier {
+        let get = |name: &'static str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        Verifier::from_env(&get).unwrap().unwrap()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    fn exp() -> u64 {
+        jsonwebtoken::get_current_timestamp() + 600
+    }
+
+    #[test]
+    fn identity_name_defaults_to_the_first_32_characters_of_sub() {
+        let v = verifier(&[("AUTH_JWT_SECRET", SECRET)]);
+        let sub = "x".repeat(40);
+        let (id, grant) = v.verify(&token(json!({"sub": sub, "exp": exp()}))).unwrap();
+        assert_eq!((id.user_id.len(), id.name.len()), (40, 32));
+        assert!(grant.allows("any"));
+        let (id, _) = v.verify(&token(json!({"sub": "u", "name": "Ana", "exp": exp()}))).unwrap();
+        assert_eq!((id.user_id.as_str(), id.name.as_str()), ("u", "Ana"));
+    }
+
+    #[test]
+    fn refusal_reasons() {
+        let v = verifier(&[("AUTH_JWT_SECRET", SECRET)]);
+        let reason = |t: &str| v.verify(t).unwrap_err().reason;
+        assert_eq!(reason(&token(json!({"sub": "u", "exp": 1}))), Refusal::Expired);
+        assert_eq!(reason(&token(json!({"sub": "u"}))), Refusal::MissingClaim);
+        assert_eq!(reason(&token(json!({"sub": "u", "exp": "soon"}))), Refusal::Malformed);
+        assert_eq!(reason(&token(json!({"sub": "u\u{1}", "exp": exp()}))), Refusal::BadClaims);
+        assert_eq!(reason("a.b"), Refusal::Malformed);
+        assert_eq!(reason(&"x".repeat(MAX_TOKEN_BYTES + 1)), Refusal::Malformed);
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &json!({"sub": "u", "exp": exp()}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert!(v.verify(&hs512).is_ok(), "the whole HMAC family");
+    }
+
+    #[test]
+    fn the_header_algorithm_is_read_without_trusting_it() {
+        assert_eq!(header_alg("eyJhbGciOiJub25lIn0.e30.").as_deref(), Some("none"));
+        assert_eq!(header_alg("!!!.e30."), None);
+        assert_eq!(header_alg(""), None);
+    }
+}

@@ -92,7 +92,10 @@ Example: websocat "ws://127.0.0.1:8080/ws?room=lobby&token=$(connflood mint-toke
 }
 
 /// Parses `mint-token`'s arguments; `None` for `--help`.
-pub fn parse_mint(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Option<(String, Claims)>, UsageError> {
+pub fn parse_mint(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(String, Claims)>, UsageError> {
     let mut claims = Claims { sub: "tester".into(), ttl_secs: 3600, ..Claims::default() };
     let mut secret = env("TOKEN_SECRET").filter(|s| !s.is_empty());
     let mut i = 0;
