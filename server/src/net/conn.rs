@@ -79,12 +79,6 @@ pub struct ChatSession {
     pub bucket: TokenBucket,
     /// Rate-limited messages in a row.
     pub strikes: u8,
-    /// With authentication: the token's `sub`; the name is the token's and
-    /// a client's `username` is ignored.
-    pub user_id: Option<Box<str>>,
-    /// With authentication: worker clock (s) at which the token expires and
-    /// the tick closes the connection (4001); `u32::MAX` without.
-    pub expires: u32,
 }
 
 /// The WebSocket service of a connection.

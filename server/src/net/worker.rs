@@ -139,6 +139,21 @@ pub struct Worker {
     /// Connections counted against MAX_CONNECTIONS_PER_IP, with their
     /// address (empty unless that limit is set); released in `remove`.
     peer_slots: HashMap<usize, IpAddr>,
+    /// Chat connections authenticated by a token (empty with authentication
+    /// off, so a connection costs nothing more then); removed in `remove`.
+    authenticated: HashMap<usize, Authenticated>,
+}
+
+/// What a chat connection's token said, kept beside the connection rather
+/// than in it: without authentication no connection pays for it.
+#[derive(Debug)]
+struct Authenticated {
+    /// The token's `sub`: each message's `userId`. The chat name is the
+    /// token's too (the session's `name`); a frame's `username` is ignored.
+    user_id: Box<str>,
+    /// Worker clock (s) at which the token expires: the tick closes the
+    /// connection then (4001).
+    expires: u32,
 }
 
 impl Worker {
@@ -180,6 +195,7 @@ impl Worker {
             limits,
             ping_frame: encoder::frame(OpCode::Control(Control::Ping), b"").into(),
             peer_slots: HashMap::new(),
+            authenticated: HashMap::new(),
         })
     }
 
@@ -611,7 +627,6 @@ impl Worker {
         if let Some(ip) = counted_peer {
             self.peer_slots.insert(key, ip);
         }
-        let started = self.state.started;
         let m = &self.state.metrics.workers[self.index];
         m.http_connections.fetch_sub(1, Relaxed);
         m.ws_connections.fetch_add(1, Relaxed);
@@ -623,10 +638,14 @@ impl Worker {
         let service = match kind {
             UpgradeKind::Echo => Service::Echo,
             UpgradeKind::Chat(params, identity) => {
-                let (name, user_id, expires) = match identity {
+                let name = match identity {
                     // The token names the user; the `name` parameter is ignored.
-                    Some(id) => (id.name, Some(id.user_id.into_boxed_str()), expiry_tick(started, id.expires)),
-                    None => (params.name, None, u32::MAX),
+                    Some(id) => {
+                        let expires = expiry_tick(self.state.started, id.expires);
+                        self.authenticated.insert(key, Authenticated { user_id: id.user_id.into(), expires });
+                        id.name
+                    }
+                    None => params.name,
                 };
                 Service::Chat(Box::new(ChatSession {
                     room: self.rooms.intern(&params.room),
@@ -637,8 +656,6 @@ impl Worker {
                     delivered: 0,
                     bucket: TokenBucket::new(self.state.config.rate_burst, self.now_ms),
                     strikes: 0,
-                    user_id,
-                    expires,
                 }))
             }
         };
@@ -802,14 +819,15 @@ impl Worker {
         }
         chat.strikes = 0;
         // With a token, a frame's `username` is ignored: the name is the token's.
-        let username = if chat.user_id.is_some() { chat.name.to_string() } else { incoming.username };
+        let user = if self.authenticated.is_empty() { None } else { self.authenticated.get(&key) };
+        let username = if user.is_some() { chat.name.to_string() } else { incoming.username };
         let publish = Publish {
             room: chat.room.clone(),
             username,
             message: incoming.message,
             timestamp_ms: clock::unix_millis(),
             client_id: incoming.client_id,
-            user_id: chat.user_id.as_deref().map(str::to_string),
+            user_id: user.map(|u| u.user_id.to_string()),
             origin: Origin { worker: index, key, conn_id },
         };
         match state.publish.try_send(HubCommand::Publish(publish)) {
@@ -899,6 +917,7 @@ impl Worker {
         if let Some(ip) = self.peer_slots.remove(&key) {
             self.state.peers.release(ip);
         }
+        self.authenticated.remove(&key);
         let m = &self.state.metrics.workers[self.index];
         if c.has(flag::HTTP) {
             m.http_connections.fetch_sub(1, Relaxed);
@@ -1113,19 +1132,15 @@ impl Worker {
         let mut expired = Vec::new();
         let mut silent = Vec::new();
         let mut to_ping = Vec::new();
-        let mut token_expired = Vec::new();
-        let check_expiry = self.state.config.auth.is_some();
+        let token_expired: Vec<usize> = self
+            .authenticated
+            .iter()
+            .filter(|(key, a)| now >= a.expires && self.conns.get(**key).is_some_and(|c| !c.has(flag::CLOSE_SENT)))
+            .map(|(key, _)| *key)
+            .collect();
         for (key, c) in self.conns.iter_mut() {
             if c.has(flag::DOOMED) {
                 continue;
-            }
-            if check_expiry && !c.has(flag::CLOSE_SENT) {
-                if let ConnPhase::Ws { service: Service::Chat(chat), .. } = &c.phase {
-                    if now >= chat.expires {
-                        token_expired.push(key);
-                        continue;
-                    }
-                }
             }
             let closing = c.has(flag::CLOSE_AFTER_FLUSH | flag::LINGER);
             match c.phase {
