@@ -93,6 +93,33 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "",
         help: "comma-separated Origin values allowed to upgrade (unset: any); others get 403",
     },
+    EnvVar {
+        name: "AUTH_JWT_SECRET",
+        default: "",
+        help: "HMAC secret (32+ bytes): every upgrade and /history needs a JWT (HS256/384/512); unset: no auth",
+    },
+    EnvVar {
+        name: "AUTH_JWT_PUBLIC_KEY_FILE",
+        default: "",
+        help: "PEM public key file instead of a secret: JWTs signed RS256/384/512, PS256/384/512, ES256/384 or EdDSA",
+    },
+    EnvVar { name: "AUTH_JWT_ISSUER", default: "", help: "required `iss` of tokens (unset: not checked)" },
+    EnvVar {
+        name: "AUTH_JWT_AUDIENCE",
+        default: "",
+        help: "required `aud` of tokens (unset: tokens with an `aud` are refused)",
+    },
+    EnvVar {
+        name: "MAX_CONNECTIONS_PER_IP",
+        default: "",
+        help: "open WebSockets per client address (IPv6: per /64); beyond it upgrades get 429 (unset: no limit)",
+    },
+    EnvVar {
+        name: "UPGRADE_RATE_PER_IP",
+        default: "",
+        help: "upgrade requests per second per client address (token bucket); beyond it 429 (unset: no limit)",
+    },
+    EnvVar { name: "UPGRADE_BURST_PER_IP", default: "20", help: "bucket size for UPGRADE_RATE_PER_IP" },
     EnvVar { name: "ECHO_ROUTE", default: "0", help: "1 serves a raw echo WebSocket at /echo (conformance testing)" },
     EnvVar {
         name: "DRAIN_DELAY_SECS",
@@ -199,6 +226,10 @@ pub struct Config {
     pub history_max_bytes: usize,
     /// Origins allowed to upgrade; empty means any.
     pub allowed_origins: Vec<String>,
+    /// JWT verification (`AUTH_JWT_*`); `None`: anyone may connect.
+    pub auth: Option<crate::auth::Verifier>,
+    /// Per-address limits (`MAX_CONNECTIONS_PER_IP`, `UPGRADE_RATE_PER_IP`).
+    pub peer_limits: crate::auth::peer::PeerLimits,
     /// Serve the raw echo route at `/echo`.
     pub echo_route: bool,
     /// Time between the signal and the first close, while `/ready` is 503.
@@ -299,6 +330,14 @@ impl Config {
             allowed_origins: get("ALLOWED_ORIGINS")
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
+            auth: crate::auth::Verifier::from_env(&get)?,
+            peer_limits: crate::auth::peer::PeerLimits {
+                max_connections: parse_opt(&get, "MAX_CONNECTIONS_PER_IP")?
+                    .map(|n| at_least(1, "MAX_CONNECTIONS_PER_IP", n))
+                    .transpose()?,
+                upgrade_rate: parse_opt(&get, "UPGRADE_RATE_PER_IP")?,
+                upgrade_burst: at_least(1, "UPGRADE_BURST_PER_IP", parse(&get, "UPGRADE_BURST_PER_IP", 20)?)?,
+            },
             echo_route: parse_bool(&get, "ECHO_ROUTE")?,
             drain_delay: secs(within(0, MAX_SECS, "DRAIN_DELAY_SECS", parse(&get, "DRAIN_DELAY_SECS", 5)?)?),
             drain_window: secs(within(0, MAX_SECS, "DRAIN_WINDOW_SECS", parse(&get, "DRAIN_WINDOW_SECS", 10)?)?),
@@ -316,6 +355,9 @@ impl Config {
         }
         if !(config.rate_limit > 0.0 && config.rate_limit.is_finite()) {
             return Err(invalid("RATE_LIMIT", "must be a positive number"));
+        }
+        if config.peer_limits.upgrade_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(invalid("UPGRADE_RATE_PER_IP", "must be a positive number"));
         }
         if config.history_on_join > config.history_ring {
             return Err(invalid("HISTORY_ON_JOIN", "must not exceed HISTORY_RING"));
@@ -345,7 +387,7 @@ impl Config {
             "pod={} listen={}:{} admin={} workers={} max_connections={} max_message_bytes={} max_chat_bytes={} \
              max_outbound_bytes={} max_request_bytes={} handshake_timeout={}s ping_interval={}s rate={}/s burst={} \
              history_on_join={} history_ring={} history_max_bytes={} echo_route={} origins={} drain_delay={}s \
-             drain_window={}s redis={} mongo={} mongo_queue_max={} log_level={}",
+             drain_window={}s redis={} mongo={} mongo_queue_max={} log_level={} auth={} per_ip={}",
             self.pod_name,
             self.bind_addr,
             self.port,
@@ -376,6 +418,8 @@ impl Config {
             self.mongo_uri.as_deref().map_or("off".to_string(), mask_password),
             self.mongo_queue_max,
             self.log_level,
+            self.auth.as_ref().map_or("off".to_string(), |v| v.describe()),
+            crate::auth::peer::describe(&self.peer_limits),
         )
     }
 }
@@ -406,6 +450,17 @@ where
         None => Ok(default),
         Some(v) => v.parse().map_err(|e: T::Err| invalid(name, &format!("{v:?}: {e}"))),
     }
+}
+
+/// Like [`parse`], for a variable whose default is unset.
+fn parse_opt<T: std::str::FromStr>(
+    get: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    get(name).map(|v| v.parse().map_err(|e: T::Err| invalid(name, &format!("{v:?}: {e}")))).transpose()
 }
 
 fn parse_bool(get: &impl Fn(&'static str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
@@ -517,6 +572,7 @@ mod tests {
                     "DRAIN_WINDOW_SECS" => c.drain_window.as_secs(),
                     "MONGO_QUEUE_MAX" => c.mongo_queue_max as u64,
                     "ROOM_LINGER_SECS" => c.room_linger.as_secs(),
+                    "UPGRADE_BURST_PER_IP" => u64::from(c.peer_limits.upgrade_burst),
                     "REDIS_PORT" => continue,
                     other => panic!("numeric default of {other} not checked"),
                 };
@@ -546,6 +602,17 @@ mod tests {
         assert_eq!(config(&[("PORT", "http")]).unwrap_err().name, "PORT");
         assert_eq!(config(&[("WORKERS", "0")]).unwrap_err().name, "WORKERS");
         assert_eq!(config(&[("ECHO_ROUTE", "maybe")]).unwrap_err().name, "ECHO_ROUTE");
+        assert_eq!(config(&[("AUTH_JWT_SECRET", "short")]).unwrap_err().name, "AUTH_JWT_SECRET");
+        let both = [("AUTH_JWT_SECRET", "x".repeat(32)), ("AUTH_JWT_PUBLIC_KEY_FILE", "/k.pem".to_string())];
+        let both: Vec<(&str, &str)> = both.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(config(&both).unwrap_err().name, "AUTH_JWT_SECRET");
+        assert_eq!(
+            config(&[("AUTH_JWT_PUBLIC_KEY_FILE", "/nonexistent.pem")]).unwrap_err().name,
+            "AUTH_JWT_PUBLIC_KEY_FILE"
+        );
+        assert_eq!(config(&[("AUTH_JWT_AUDIENCE", "chat")]).unwrap_err().name, "AUTH_JWT_AUDIENCE");
+        assert_eq!(config(&[("MAX_CONNECTIONS_PER_IP", "0")]).unwrap_err().name, "MAX_CONNECTIONS_PER_IP");
+        assert_eq!(config(&[("UPGRADE_RATE_PER_IP", "-1")]).unwrap_err().name, "UPGRADE_RATE_PER_IP");
         assert_eq!(config(&[("RATE_LIMIT", "-1")]).unwrap_err().name, "RATE_LIMIT");
         assert_eq!(config(&[("REDIS_URL", "localhost:6379")]).unwrap_err().name, "REDIS_URL");
         assert_eq!(config(&[("REDIS_CLUSTER_NODES", "redis://a:1,b:2")]).unwrap_err().name, "REDIS_CLUSTER_NODES");
@@ -600,6 +667,14 @@ mod tests {
         assert_eq!(c.redis_url.as_deref(), Some("redis://a:1"));
         let c = config(&[("REDIS_URL", "  ")]).unwrap();
         assert!(c.redis_url.is_none(), "blank counts as unset");
+    }
+
+    #[test]
+    fn the_jwt_secret_is_never_printed() {
+        let secret = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
+        let c = config(&[("AUTH_JWT_SECRET", secret)]).unwrap();
+        assert!(!c.summary().contains(secret) && !format!("{c:?}").contains(secret));
+        assert!(c.summary().contains("auth=AUTH_JWT_SECRET (HS256,HS384,HS512)"), "{}", c.summary());
     }
 
     #[test]

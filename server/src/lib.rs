@@ -7,6 +7,8 @@
 //! replicas (Redis pub/sub, MongoDB persistence).
 //!
 //! # Layout
+//! - [`auth`]: opt-in JWT authentication, per-room permissions,
+//!   per-address limits.
 //! - [`config`]: every environment variable, its default and its reason.
 //! - [`server`]: starts the threads; signals, drain and exit.
 //! - [`state`]: what the threads share (config, metrics, history, inboxes).
@@ -27,6 +29,7 @@
 //!
 //! docs/architecture.md follows one message through these modules.
 
+pub mod auth;
 pub mod backoff;
 pub mod chat;
 pub mod clock;

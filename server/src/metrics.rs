@@ -9,6 +9,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::auth::{self, peer};
+
 /// Why a connection was closed: the `reason` label of `websocket_closes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -39,10 +41,12 @@ pub enum CloseReason {
     Resync,
     /// The handler panicked.
     Panic,
+    /// The connection's token reached its `exp` (4001).
+    TokenExpired,
 }
 
 /// The label values of [`CloseReason`], in order.
-pub const CLOSE_REASONS: [&str; 13] = [
+pub const CLOSE_REASONS: [&str; 14] = [
     "client",
     "reset",
     "protocol",
@@ -56,10 +60,11 @@ pub const CLOSE_REASONS: [&str; 13] = [
     "error",
     "resync",
     "panic",
+    "token_expired",
 ];
 
 /// HTTP statuses counted in `websocket_http_responses_total`.
-pub const STATUSES: [u16; 11] = [101, 200, 400, 403, 404, 405, 408, 426, 431, 500, 503];
+pub const STATUSES: [u16; 13] = [101, 200, 400, 401, 403, 404, 405, 408, 426, 429, 431, 500, 503];
 
 /// Error-frame codes counted in `websocket_messages_rejected_total`.
 pub const REJECT_CODES: [&str; 9] = [
@@ -114,6 +119,10 @@ pub struct WorkerMetrics {
     pub rejects: [AtomicU64; REJECT_CODES.len()],
     /// Per reason in [`CLOSE_REASONS`].
     pub closes: [AtomicU64; CLOSE_REASONS.len()],
+    /// Requests refused by authentication, per label in [`auth::REFUSALS`].
+    pub auth_refusals: [AtomicU64; auth::REFUSALS.len()],
+    /// Upgrades refused by a per-address limit, per label in [`peer::LIMITS`].
+    pub address_refusals: [AtomicU64; peer::LIMITS.len()],
 }
 
 impl Default for WorkerMetrics {
@@ -137,6 +146,8 @@ impl Default for WorkerMetrics {
             http_responses: std::array::from_fn(|_| AtomicU64::new(0)),
             rejects: std::array::from_fn(|_| AtomicU64::new(0)),
             closes: std::array::from_fn(|_| AtomicU64::new(0)),
+            auth_refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            address_refusals: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -159,6 +170,16 @@ impl WorkerMetrics {
     /// Counts a close.
     pub fn close(&self, reason: CloseReason) {
         self.closes[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a request refused by authentication.
+    pub fn auth_refusal(&self, reason: auth::Refusal) {
+        self.auth_refusals[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts an upgrade refused by a per-address limit.
+    pub fn address_refusal(&self, limit: peer::Limit) {
+        self.address_refusals[limit as usize].fetch_add(1, Relaxed);
     }
 }
 
@@ -393,6 +414,28 @@ impl Metrics {
             .map(|(i, r)| (format!("{{reason=\"{r}\"}}"), self.sum(|w| &w.closes[i]) as f64))
             .collect();
         metric("websocket_closes_total", "counter", "Connections closed, by reason.", &closes);
+        let auth_refusals: Vec<_> = auth::REFUSALS
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("{{reason=\"{r}\"}}"), self.sum(|w| &w.auth_refusals[i]) as f64))
+            .collect();
+        metric(
+            "websocket_auth_refusals_total",
+            "counter",
+            "Upgrades and /history requests refused by authentication (401/403), by reason.",
+            &auth_refusals,
+        );
+        let address_refusals: Vec<_> = peer::LIMITS
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("{{limit=\"{l}\"}}"), self.sum(|w| &w.address_refusals[i]) as f64))
+            .collect();
+        metric(
+            "websocket_address_limit_refusals_total",
+            "counter",
+            "Upgrades refused by a per-address limit (429), by limit.",
+            &address_refusals,
+        );
         let protocol: Vec<_> = [
             ("protocol", CloseReason::Protocol),
             ("invalid_utf8", CloseReason::InvalidUtf8),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use crate::auth::peer::PeerTable;
 use crate::chat::history::{Backing, History};
 use crate::config::Config;
 use crate::hub::inbox::InboxSender;
@@ -47,6 +48,8 @@ pub struct ServerState {
     pub interest: Option<Sender<Interest>>,
     /// When the process started.
     pub started: Instant,
+    /// Per-address connection counts and upgrade buckets.
+    pub peers: PeerTable,
     phase: AtomicU8,
     next_conn_id: AtomicU64,
     /// WebSocket connections in the process, for MAX_CONNECTIONS.
@@ -68,6 +71,7 @@ impl ServerState {
             (false, None) => Backing::Memory,
             (_, mongo) => Backing::Store { deep: mongo.is_some() },
         };
+        let peers = PeerTable::new(config.peer_limits);
         let history = History::new(config.history_ring, config.history_max_bytes, backing);
         ServerState {
             config,
@@ -78,6 +82,7 @@ impl ServerState {
             loader,
             interest,
             started: Instant::now(),
+            peers,
             phase: AtomicU8::new(Phase::Running as u8),
             next_conn_id: AtomicU64::new(1),
             ws_count: AtomicUsize::new(0),

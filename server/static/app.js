@@ -15,6 +15,12 @@
 //   drops is looked for in the history of the next welcome (found: it was
 //   delivered) and otherwise simply sent again, which can never show it
 //   twice, even if the first copy was still on its way.
+// - With authentication on, the token comes from the URL fragment
+//   (`#token=…`: never sent to the server with the page request) and is sent
+//   on the upgrade as `?token=`. When the server closes at the token's expiry
+//   (4001) the page reads the fragment again (an embedding app may have put
+//   a fresh token there, or `hashchange` already did) and reconnects with
+//   `since`.
 'use strict';
 
 (() => {
@@ -41,6 +47,8 @@
   const NOTICE_MS = 8000;
   /** The close code this page uses when it replaces a connection itself. */
   const CLOSE_REPLACE = 4000;
+  /** The server's close code at the token's `exp` (docs/protocol.md). */
+  const CLOSE_TOKEN_EXPIRED = 4001;
 
   const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
   const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
@@ -114,6 +122,8 @@
       joinError('A room name is 1 to 64 letters, digits, "_", "." or "-".');
     }
     (el.joinName.value ? el.joinRoom : el.joinName).focus();
+    // The form's GET keeps the action's fragment: a token stays with the page.
+    if (chat.token) el.joinForm.action = `/${location.hash}`;
     el.joinForm.addEventListener('submit', (ev) => {
       const n = el.joinName.value;
       const r = el.joinRoom.value.trim();
@@ -161,7 +171,38 @@
     /** The outbox entry sent and not yet answered (at most one). */
     inflight: null,
     pod: null,
+    /** The JWT from the fragment, or null without authentication. */
+    token: null,
   };
+
+  /** `#token=…` of the page's URL, or null. */
+  function tokenFromFragment() {
+    const t = new URLSearchParams(location.hash.slice(1)).get('token');
+    return t ? t : null;
+  }
+
+  /**
+   * A token's claims, read without verifying (the server verifies; the page
+   * only shows the name and notices an expired token). Null if unreadable.
+   */
+  function tokenClaims(token) {
+    try {
+      const b64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const json = new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+      const claims = JSON.parse(json);
+      return claims && typeof claims === 'object' ? claims : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The chat name a token gives (as the server derives it), or null. */
+  function tokenName(token) {
+    const c = tokenClaims(token);
+    if (!c) return null;
+    if (typeof c.name === 'string' && c.name) return c.name;
+    return typeof c.sub === 'string' && c.sub ? Array.from(c.sub).slice(0, 32).join('') : null;
+  }
 
   function startChat(room, name) {
     chat.room = room;
@@ -204,6 +245,14 @@
     window.addEventListener('online', () => {
       if (!chat.ws) connect();
     });
+    window.addEventListener('hashchange', () => {
+      const token = tokenFromFragment();
+      if (token && token !== chat.token) {
+        chat.token = token;
+        // A fresh token: use it now if the page is waiting to reconnect.
+        if (!chat.ws) connect();
+      }
+    });
     el.text.focus();
     connect();
   }
@@ -222,6 +271,13 @@
     const q = new URLSearchParams({ room: chat.room, name: chat.name });
     chat.since = chat.lastSeq;
     if (chat.since !== null) q.set('since', String(chat.since));
+    if (chat.token) {
+      q.set('token', chat.token);
+      const exp = tokenClaims(chat.token)?.exp;
+      if (typeof exp === 'number' && exp * 1000 <= Date.now()) {
+        notice('Your sign-in token has expired; open the page again with a fresh one.', 'error');
+      }
+    }
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     let ws;
     try {
@@ -248,6 +304,12 @@
     for (const x of chat.outbox) renderOutboxItem(x);
     if (ev.code === 1008) {
       notice('The server closed the connection: ' + (ev.reason || 'policy violation') + '.', 'error');
+    }
+    if (ev.code === CLOSE_TOKEN_EXPIRED) {
+      // Expiry is expected, not a failure: take the fragment's (fresh) token and go on at once.
+      chat.token = tokenFromFragment() ?? chat.token;
+      chat.attempt = 0;
+      console.info('chat: token expired; reconnecting with the current token');
     }
     scheduleReconnect();
   }
@@ -654,7 +716,9 @@
   // ---------------------------------------------------------------- start
 
   const params = new URLSearchParams(location.search);
-  const wantedName = params.get('name');
+  chat.token = tokenFromFragment();
+  // With a token the server takes the name from it; the page shows that one.
+  const wantedName = (chat.token && tokenName(chat.token)) || params.get('name');
   const wantedRoom = params.get('room') ?? 'lobby';
 
   if (wantedName !== null && validName(wantedName) && validRoom(wantedRoom)) {

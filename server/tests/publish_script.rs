@@ -19,6 +19,7 @@ fn msg(room: &str, id: &str, client_id: Option<&str>) -> ChatMessage {
         pod_name: "p".into(),
         timestamp_ms: 1,
         client_id: client_id.map(str::to_string),
+        user_id: None,
     }
 }
 

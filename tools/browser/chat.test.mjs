@@ -3,6 +3,7 @@
 // start more pods themselves). Run with tools/browser/run.sh.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -326,6 +327,55 @@ test('a single node restarted: its history is gone; the page says so and goes on
   } finally {
     await context.close();
     await single.stop('SIGKILL');
+  }
+});
+
+/** An HS256 JWT for `claims`, signed with `secret` (node's crypto, as any issuer would). */
+function mintToken(secret, claims) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+test('with a token in the fragment: joins under the token\'s name, reconnects at expiry with a fresh one', { timeout: 60000 }, async () => {
+  const secret = 'browser-test-secret-of-32-bytes-or-more';
+  const authed = await TestServer.start('websocket-server-auth', {
+    env: { REDIS_URL: '', MONGO_URI: '', AUTH_JWT_SECRET: secret, LOG_LEVEL: 'trace' },
+  });
+  const context = await desktop();
+  try {
+    const now = Math.floor(Date.now() / 1000);
+    const first = mintToken(secret, { sub: 'u-17', name: 'Tokened Ana', exp: now + 4, rooms: ['secure-*'] });
+    const page = await newPage(context);
+    // `name=mallory` in the query is not who this is: the token says so.
+    await page.goto(`${authed.url}/?room=secure-1&name=mallory#token=${first}`, { timeout: 15000 });
+    await until(page, () => document.getElementById('status').dataset.state === 'connected', 'connected');
+    assert.equal(await page.textContent('#me-name'), 'Tokened Ana');
+    await type(page, 'before expiry');
+    await until(page, () => document.querySelectorAll('#log li.msg').length === 1, 'the first message');
+    // The app embedding the page puts a fresh token in the fragment before the first expires.
+    const fresh = mintToken(secret, { sub: 'u-17', name: 'Tokened Ana', exp: now + 600, rooms: ['secure-*'] });
+    await page.evaluate((t) => { location.hash = `token=${t}`; }, fresh);
+    // At exp the server closes with 4001; the page reconnects (resuming) with the fresh token.
+    await until(page, () => window.__test.states.some((s) => s.state === 'reconnecting'), 'closed at expiry', undefined, 10000);
+    await until(page, () => document.getElementById('status').dataset.state === 'connected', 'connected again', undefined, 15000);
+    await type(page, 'after expiry');
+    await until(page, () => document.querySelectorAll('#log li.msg').length === 2, 'the second message');
+    assert.deepEqual(
+      (await rows(page)).map((r) => [r.seq, r.who, r.text, r.mine]),
+      [
+        [1, 'Tokened Ana', 'before expiry', true],
+        [2, 'Tokened Ana', 'after expiry', true],
+      ],
+    );
+    // The fragment never reaches the server; the upgrade's token is redacted in its log.
+    const log = authed.log.join('\n');
+    assert.match(log, /token=<redacted>/);
+    for (const part of [...first.split('.'), ...fresh.split('.')]) assert.ok(!log.includes(part), 'no token text in the log');
+    await assertClean(page);
+  } finally {
+    await context.close();
+    await authed.stop('SIGKILL');
   }
 });
 

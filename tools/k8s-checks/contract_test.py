@@ -632,11 +632,17 @@ def _(ctx: Context) -> None:
 def _(ctx: Context) -> None:
     created = ctx.deploy_secrets()
     refs: list[tuple[str, str, str]] = []
+    # Optional references (secretKeyRef.optional: true, e.g. the JWT secret
+    # that turns authentication on) name Secrets the operator may create;
+    # each must have an example under k8s/examples/ instead.
+    optional: list[tuple[str, str, str]] = []
     for w in ctx.workloads():
         for c in w.all_containers:
             for e in c.get("env", []) or []:
                 ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-                if ref:
+                if ref and ref.get("optional") is True:
+                    optional.append((f"{w.name}/{c['name']} env {e['name']}", ref["name"], ref["key"]))
+                elif ref:
                     refs.append((f"{w.name}/{c['name']} env {e['name']}", ref["name"], ref["key"]))
             for e in c.get("envFrom", []) or []:
                 if "secretRef" in e:
@@ -655,6 +661,11 @@ def _(ctx: Context) -> None:
     # The example Secrets must describe exactly what the script creates.
     examples = {o.name: set((o.doc.get("stringData") or {}) | (o.doc.get("data") or {}))
                 for o in ctx.objs if o.kind == "Secret"}
+    for where, name, key in optional:
+        ensure(name not in created, f"{where}: Secret {name} is created by tools/deploy.sh; reference it without optional")
+        ensure(key in examples.get(name, set()), f"{where} refers optionally to {name}/{key}, which no k8s/examples Secret shows")
+    optional_names = {name for _, name, _ in optional}
+    examples = {k: v for k, v in examples.items() if k not in optional_names}
     if examples:
         ensure(examples == created, f"k8s/examples Secrets {examples} differ from those tools/deploy.sh creates {created}")
 

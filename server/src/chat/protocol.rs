@@ -140,6 +140,9 @@ pub struct ChatMessage {
     /// The sender's own id for it, if it gave one (see [`ChatIn::client_id`]).
     #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The sender's user id (the token's `sub`), when authentication is on.
+    #[serde(rename = "userId", default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// The chat frame's field order, as in docs/protocol.md.
@@ -157,6 +160,8 @@ struct ChatOut<'a> {
     id: &'a str,
     #[serde(rename = "clientId", skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
+    #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
 }
 
 impl ChatMessage {
@@ -172,6 +177,7 @@ impl ChatMessage {
             seq: self.seq,
             id: &self.id,
             client_id: self.client_id.as_deref(),
+            user_id: self.user_id.as_deref(),
         };
         serde_json::to_string(&out).unwrap_or_default()
     }
@@ -286,6 +292,7 @@ mod tests {
             pod_name: "websocket-server-0".into(),
             timestamp_ms: 0,
             client_id: None,
+            user_id: None,
         };
         assert_eq!(
             m.to_json(),
@@ -293,6 +300,8 @@ mod tests {
         );
         let with_id = ChatMessage { client_id: Some("c-1".into()), ..m };
         assert!(with_id.to_json().ends_with(r#","id":"abc","clientId":"c-1"}"#));
+        let with_user = ChatMessage { user_id: Some("u-7".into()), ..with_id };
+        assert!(with_user.to_json().ends_with(r#","clientId":"c-1","userId":"u-7"}"#));
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Head<'b> {
     pub ws_version: Option<&'b [u8]>,
     /// `Origin`.
     pub origin: Option<&'b [u8]>,
+    /// `Authorization` (never logged).
+    pub authorization: Option<&'b [u8]>,
     /// A body follows (`Content-Length` > 0 or `Transfer-Encoding`).
     pub has_body: bool,
 }
@@ -119,6 +121,8 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<Option<Head<'_>>, HeadEr
             head.ws_version = Some(h.value);
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(h.value);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
             head.has_body |= trim(h.value) != b"0";
         } else if name.eq_ignore_ascii_case("transfer-encoding") {

@@ -3,14 +3,14 @@
 //!
 //! | path | answer |
 //! | --- | --- |
-//! | `/`, `/ws` + Upgrade | chat WebSocket (`room`, `name`, `since`) |
+//! | `/`, `/ws` + Upgrade | chat WebSocket (`room`, `name`, `since`; `token` with auth on) |
 //! | `/` | the chat page |
 //! | `/echo` + Upgrade | raw echo WebSocket, only with `ECHO_ROUTE=1` |
 //! | `/health` | 200 JSON while alive; 503 once a worker thread died |
 //! | `/ready` | 200 when accepting, 503 draining or full |
 //! | `/metrics` | Prometheus text |
 //! | `/stats` | the original server's JSON figures |
-//! | `/history` | a room's last messages, newest first |
+//! | `/history` | a room's last messages, newest first (a token with auth on) |
 //!
 //! With `ADMIN_PORT` set ([`route_on`]), a connection accepted on the admin
 //! listener reaches `/health`, `/ready` and `/metrics` only, and a
@@ -21,6 +21,7 @@ use super::query::{history_params, join_params, JoinParams};
 use super::request::Head;
 use super::response::Response;
 use super::upgrade;
+use crate::auth::{self, Denial, Identity};
 use crate::chat::history::{Backing, Entry};
 use crate::metrics::{self, Snapshot};
 use crate::state::{Phase, ServerState};
@@ -39,6 +40,8 @@ pub enum Route {
         /// Messages asked for.
         limit: usize,
     },
+    /// Refused by authentication (401/403): count the reason, send the answer.
+    Denied(Denial),
     /// Switch the connection to WebSocket (after the capacity check).
     Upgrade {
         /// The `Sec-WebSocket-Accept` value.
@@ -51,8 +54,8 @@ pub enum Route {
 /// The WebSocket services.
 #[derive(Debug)]
 pub enum UpgradeKind {
-    /// The chat.
-    Chat(JoinParams),
+    /// The chat, with the token's identity when authentication is on.
+    Chat(JoinParams, Option<Identity>),
     /// Raw echo, for conformance testing.
     Echo,
 }
@@ -109,7 +112,7 @@ pub fn route(head: &Head<'_>, state: &ServerState) -> Route {
                     .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                     .body(state.metrics.render(&snapshot(state))),
                 ("/stats", _) => stats(state),
-                ("/history", _) => return history(head.query, state),
+                ("/history", _) => return history(head, state),
                 (_, Some(asset)) => asset.response(),
                 (_, None) => Response::text(404, ""),
             })
@@ -122,9 +125,13 @@ fn chat_upgrade(head: &Head<'_>, state: &ServerState) -> Route {
         Ok(a) => a,
         Err(resp) => return Route::Respond(resp),
     };
-    match join_params(head.query) {
-        Ok(params) => Route::Upgrade { accept, kind: UpgradeKind::Chat(params) },
-        Err(name) => Route::Respond(Response::text(400, &format!("invalid query parameter `{name}`"))),
+    let params = match join_params(head.query) {
+        Ok(params) => params,
+        Err(name) => return Route::Respond(Response::text(400, &format!("invalid query parameter `{name}`"))),
+    };
+    match auth::authorize(state.config.auth.as_ref(), head, &params.room) {
+        Ok(identity) => Route::Upgrade { accept, kind: UpgradeKind::Chat(params, identity) },
+        Err(denial) => Route::Denied(denial),
     }
 }
 
@@ -194,11 +201,14 @@ fn stats(state: &ServerState) -> Response {
 
 /// `/history`: from this pod's ring when it holds what was asked for;
 /// otherwise through the history loader (see [`Route::LoadHistory`]).
-fn history(query: &str, state: &ServerState) -> Route {
-    let (room, limit) = match history_params(query) {
+fn history(head: &Head<'_>, state: &ServerState) -> Route {
+    let (room, limit) = match history_params(head.query) {
         Ok(p) => p,
         Err(name) => return Route::Respond(Response::text(400, &format!("invalid query parameter `{name}`"))),
     };
+    if let Err(denial) = auth::authorize(state.config.auth.as_ref(), head, &room) {
+        return Route::Denied(denial);
+    }
     let h = &state.history;
     let deeper = || {
         matches!(h.backing(), Backing::Store { deep: true })

@@ -67,6 +67,7 @@ fn sequence(
         pod_name: pod.to_string(),
         timestamp_ms: p.timestamp_ms,
         client_id: p.client_id,
+        user_id: p.user_id,
     };
     let Some(entry) = state.history.append_next(&p.room, |seq| {
         msg.seq = seq;

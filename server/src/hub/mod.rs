@@ -51,6 +51,8 @@ pub struct Publish {
     pub timestamp_ms: i64,
     /// The sender's own id for it: a resend with the same id is published once.
     pub client_id: Option<String>,
+    /// The sender's user id (the token's `sub`), when authentication is on.
+    pub user_id: Option<String>,
     /// Who sent it.
     pub origin: Origin,
 }

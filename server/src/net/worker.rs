@@ -23,7 +23,9 @@
 //! so the kubelet's probes keep their answers (`/health` 200, `/ready` 503)
 //! until the worker's last client is closed.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
@@ -75,6 +77,8 @@ const MAX_STRIKES: u8 = 10;
 const EVENTS_CAPACITY: usize = 1024;
 /// Seconds a resume may wait for this pod to catch up with its `since`.
 const CATCH_UP_SECS: u32 = 2;
+/// Close code when a connection's token expires (private-use range, docs/protocol.md).
+pub const TOKEN_EXPIRED_CLOSE: u16 = 4001;
 
 /// An entry of a deferred work list: slab key and connection id.
 type Listed = (usize, u64);
@@ -141,6 +145,24 @@ pub struct Worker {
     limits: Limits,
     /// An empty ping frame, shared by every ping this worker sends.
     ping_frame: Arc<[u8]>,
+    /// Connections counted against MAX_CONNECTIONS_PER_IP, with their
+    /// address (empty unless that limit is set); released in `remove`.
+    peer_slots: HashMap<usize, IpAddr>,
+    /// Chat connections authenticated by a token (empty with authentication
+    /// off, so a connection costs nothing more then); removed in `remove`.
+    authenticated: HashMap<usize, Authenticated>,
+}
+
+/// What a chat connection's token said, kept beside the connection rather
+/// than in it: without authentication no connection pays for it.
+#[derive(Debug)]
+struct Authenticated {
+    /// The token's `sub`: each message's `userId`. The chat name is the
+    /// token's too (the session's `name`); a frame's `username` is ignored.
+    user_id: Box<str>,
+    /// Worker clock (s) at which the token expires: the tick closes the
+    /// connection then (4001).
+    expires: u32,
 }
 
 impl Worker {
@@ -181,6 +203,8 @@ impl Worker {
             drain: None,
             limits,
             ping_frame: encoder::frame(OpCode::Control(Control::Ping), b"").into(),
+            peer_slots: HashMap::new(),
+            authenticated: HashMap::new(),
         })
     }
 
@@ -192,6 +216,11 @@ impl Worker {
 
     fn metrics(&self) -> &WorkerMetrics {
         &self.state.metrics.workers[self.index]
+    }
+
+    /// The client address of connection `key` (the socket's peer).
+    fn peer(&self, key: usize) -> Option<IpAddr> {
+        self.conns.get(key).and_then(|c| c.socket.peer_addr().ok()).map(|a| a.ip())
     }
 
     /// Runs the loop until the drain is complete.
@@ -498,11 +527,33 @@ impl Worker {
     // ------------------------------------------------------------ HTTP
 
     fn on_request(&mut self, key: usize, head: &crate::http::request::Head<'_>) {
+        if log::log_enabled!(log::Level::Trace) {
+            let id = self.conns.get(key).map_or(0, |c| c.id);
+            let query = crate::auth::redact(head.query);
+            let sep = if query.is_empty() { "" } else { "?" };
+            log::trace!("connection {id}: {} {}{sep}{query}", head.method, head.path);
+        }
+        if head.upgrade_websocket && self.state.peers.rate_limited() {
+            if let Err(refused) = self.peer(key).map_or(Ok(()), |ip| self.state.peers.take_upgrade(ip, Instant::now()))
+            {
+                self.metrics().address_refusal(refused.limit);
+                return self.respond(key, refused.response(), false, false);
+            }
+        }
         let from = match self.conns.get(key).is_some_and(|c| c.has(flag::ADMIN)) {
             true => Listener::Admin,
             false => Listener::Public,
         };
         match routes::route_on(from, head, &self.state) {
+            Route::Denied(denial) => {
+                self.metrics().auth_refusal(denial.reason);
+                log::debug!(
+                    "connection {}: refused ({})",
+                    self.conns.get(key).map_or(0, |c| c.id),
+                    denial.reason.label()
+                );
+                self.respond(key, denial.response(), false, head.method == "HEAD");
+            }
             Route::Respond(resp) => {
                 let keep_alive = head.keep_alive() && self.drain.is_none();
                 self.respond(key, resp, keep_alive, head.method == "HEAD");
@@ -571,9 +622,25 @@ impl Worker {
     }
 
     fn upgrade(&mut self, key: usize, accept: &str, kind: UpgradeKind) {
+        let counted_peer = match self.state.peers.counts_connections().then(|| self.peer(key)).flatten() {
+            Some(ip) => match self.state.peers.open(ip) {
+                Ok(()) => Some(ip),
+                Err(refused) => {
+                    self.metrics().address_refusal(refused.limit);
+                    return self.respond(key, refused.response(), false, false);
+                }
+            },
+            None => None,
+        };
         if self.drain.is_some() || !self.state.try_reserve_ws() {
+            if let Some(ip) = counted_peer {
+                self.state.peers.release(ip);
+            }
             self.respond(key, routes::at_capacity(), false, false);
             return;
+        }
+        if let Some(ip) = counted_peer {
+            self.peer_slots.insert(key, ip);
         }
         let m = &self.state.metrics.workers[self.index];
         m.http_connections.fetch_sub(1, Relaxed);
@@ -585,16 +652,27 @@ impl Worker {
         c.flags = (c.flags & !flag::HTTP) | flag::WS_SLOT;
         let service = match kind {
             UpgradeKind::Echo => Service::Echo,
-            UpgradeKind::Chat(params) => Service::Chat(Box::new(ChatSession {
-                room: self.rooms.intern(&params.room),
-                slot: 0,
-                joined: false,
-                since: params.since,
-                name: params.name.into_boxed_str(),
-                delivered: 0,
-                bucket: TokenBucket::new(self.state.config.rate_burst, self.now_ms),
-                strikes: 0,
-            })),
+            UpgradeKind::Chat(params, identity) => {
+                let name = match identity {
+                    // The token names the user; the `name` parameter is ignored.
+                    Some(id) => {
+                        let expires = expiry_tick(self.state.started, id.expires);
+                        self.authenticated.insert(key, Authenticated { user_id: id.user_id.into(), expires });
+                        id.name
+                    }
+                    None => params.name,
+                };
+                Service::Chat(Box::new(ChatSession {
+                    room: self.rooms.intern(&params.room),
+                    slot: 0,
+                    joined: false,
+                    since: params.since,
+                    name: name.into_boxed_str(),
+                    delivered: 0,
+                    bucket: TokenBucket::new(self.state.config.rate_burst, self.now_ms),
+                    strikes: 0,
+                }))
+            }
         };
         let is_chat = matches!(service, Service::Chat(_));
         c.phase = ConnPhase::Ws { decoder: crate::ws::Decoder::new(), service };
@@ -758,12 +836,16 @@ impl Worker {
             return;
         }
         chat.strikes = 0;
+        // With a token, a frame's `username` is ignored: the name is the token's.
+        let user = if self.authenticated.is_empty() { None } else { self.authenticated.get(&key) };
+        let username = if user.is_some() { chat.name.to_string() } else { incoming.username };
         let publish = Publish {
             room: chat.room.clone(),
-            username: incoming.username,
+            username,
             message: incoming.message,
             timestamp_ms: clock::unix_millis(),
             client_id: incoming.client_id,
+            user_id: user.map(|u| u.user_id.to_string()),
             origin: Origin { worker: index, key, conn_id },
         };
         match state.publish.try_send(HubCommand::Publish(publish)) {
@@ -853,6 +935,10 @@ impl Worker {
         if let Some(chat) = c.chat() {
             self.state.room_interest(&chat.room, false);
         }
+        if let Some(ip) = self.peer_slots.remove(&key) {
+            self.state.peers.release(ip);
+        }
+        self.authenticated.remove(&key);
         let m = &self.state.metrics.workers[self.index];
         if c.has(flag::HTTP) {
             m.http_connections.fetch_sub(1, Relaxed);
@@ -1097,6 +1183,12 @@ impl Worker {
         let mut expired = Vec::new();
         let mut silent = Vec::new();
         let mut to_ping = Vec::new();
+        let token_expired: Vec<usize> = self
+            .authenticated
+            .iter()
+            .filter(|(key, a)| now >= a.expires && self.conns.get(**key).is_some_and(|c| !c.has(flag::CLOSE_SENT)))
+            .map(|(key, _)| *key)
+            .collect();
         for (key, c) in self.conns.iter_mut() {
             if c.has(flag::DOOMED) {
                 continue;
@@ -1133,6 +1225,10 @@ impl Worker {
         }
         for key in silent {
             self.start_close(key, 1001, "no answer to ping", CloseReason::Timeout, false);
+        }
+        for key in token_expired {
+            // Like a drain: what the client sent before it saw the close is still read.
+            self.start_close(key, TOKEN_EXPIRED_CLOSE, "token expired", CloseReason::TokenExpired, true);
         }
         for key in to_ping {
             self.queue_frame(key, Chunk::Shared(self.ping_frame.clone()));
@@ -1212,6 +1308,15 @@ impl Worker {
     }
 }
 
+/// The worker clock second at which a token with `exp` = `unix_secs`
+/// expires, rounded up so the tick (whole seconds) never closes before it.
+fn expiry_tick(started: Instant, unix_secs: u64) -> u32 {
+    let elapsed_ms = started.elapsed().as_millis() as i64;
+    let due_ms =
+        elapsed_ms + i64::try_from(unix_secs).unwrap_or(i64::MAX / 2).saturating_mul(1000) - clock::unix_millis();
+    u32::try_from((due_ms.max(0) + 999) / 1000).unwrap_or(u32::MAX)
+}
+
 /// Marks `c` as a slow consumer when its queue passes the bound.
 fn check_bound(c: &mut Conn, key: usize, max: usize, slow: &mut Vec<Listed>) {
     if c.out.bytes() > max + c.allowance as usize && !c.has(flag::CLOSE_SENT) {
@@ -1241,7 +1346,7 @@ mod tests {
         let poll = Poll::new().unwrap();
         let (tx, rx) = inbox(mio::Waker::new(poll.registry(), WAKER).unwrap());
         let (publish, _) = crossbeam_channel::bounded(1);
-        let state = Arc::new(ServerState::new(config, vec![tx.clone()], publish, None));
+        let state = Arc::new(ServerState::new(config, vec![tx.clone()], publish, None, None));
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         (Worker::new(0, poll, (listener, None), rx, state).unwrap(), addr, tx)

@@ -207,6 +207,7 @@ pub fn encode_fields(m: &ChatMessage) -> String {
         pod_name: Cow::Borrowed(&m.pod_name),
         ts: m.timestamp_ms,
         client_id: m.client_id.as_deref().map(Cow::Borrowed),
+        user_id: m.user_id.as_deref().map(Cow::Borrowed),
     })
     .unwrap_or_default()
 }
@@ -227,6 +228,8 @@ struct Fields<'a> {
     ts: i64,
     #[serde(rename = "clientId", borrow, default, skip_serializing_if = "Option::is_none")]
     client_id: Option<Cow<'a, str>>,
+    #[serde(rename = "userId", borrow, default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<Cow<'a, str>>,
 }
 
 /// The largest seq: a Redis counter is a signed 64-bit integer.
@@ -249,6 +252,7 @@ pub fn decode(payload: &[u8]) -> Option<ChatMessage> {
         pod_name: f.pod_name.into_owned(),
         timestamp_ms: f.ts,
         client_id: f.client_id.map(Cow::into_owned),
+        user_id: f.user_id.map(Cow::into_owned),
     })
 }
 
@@ -267,11 +271,12 @@ mod tests {
             pod_name: "p-0".into(),
             timestamp_ms: 1234,
             client_id: None,
+            user_id: None,
         };
         let wire = format!("9 {}", encode_fields(&m));
         assert!(!wire.contains("clientId"), "absent, not null: older pods read it unchanged");
         assert_eq!(decode(wire.as_bytes()), Some(m.clone()));
-        let m = ChatMessage { client_id: Some("c-1".into()), ..m };
+        let m = ChatMessage { client_id: Some("c-1".into()), user_id: Some("u-1".into()), ..m };
         assert_eq!(decode(format!("9 {}", encode_fields(&m)).as_bytes()), Some(m.clone()));
         assert_eq!(decode(b"x {}"), None);
         assert_eq!(decode(b"0 {}"), None);
@@ -293,6 +298,7 @@ mod tests {
             pod_name: String::new(),
             timestamp_ms: 0,
             client_id: None,
+            user_id: None,
         };
         assert_eq!(client_key(&m.room, "c"), "chat:{lobby}:client:c");
         assert_eq!(channel(&m.room), "chat:{lobby}:ch");

@@ -248,7 +248,7 @@ impl Publisher {
         match cmd {
             HubCommand::Stop => self.stopping = true,
             HubCommand::Publish(p) => {
-                let Publish { room, username, message, timestamp_ms, client_id, origin } = p;
+                let Publish { room, username, message, timestamp_ms, client_id, user_id, origin } = p;
                 let msg = ChatMessage {
                     room: room.to_string(),
                     seq: 0,
@@ -258,6 +258,7 @@ impl Publisher {
                     pod_name: self.pod.clone(),
                     timestamp_ms,
                     client_id,
+                    user_id,
                 };
                 self.held.push_back(Held { msg, origin, since: Instant::now(), in_doubt: false, ask: None });
             }

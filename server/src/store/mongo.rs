@@ -250,6 +250,9 @@ pub fn to_document(m: &ChatMessage) -> Document {
     if let Some(client_id) = &m.client_id {
         d.insert("clientId", client_id);
     }
+    if let Some(user_id) = &m.user_id {
+        d.insert("userId", user_id);
+    }
     d
 }
 
@@ -264,6 +267,7 @@ pub fn from_document(d: &Document) -> Option<ChatMessage> {
         pod_name: d.get_str("podName").unwrap_or_default().to_string(),
         timestamp_ms: d.get_datetime("timestamp").map_or(0, |t| t.timestamp_millis()),
         client_id: d.get_str("clientId").ok().map(str::to_string),
+        user_id: d.get_str("userId").ok().map(str::to_string),
     })
 }
 
@@ -441,13 +445,14 @@ mod tests {
             pod_name: "p-0".into(),
             timestamp_ms: 1_795_608_245_123,
             client_id: None,
+            user_id: None,
         };
         let d = to_document(&m);
         assert_eq!(d.get_i64("seq").unwrap(), 42);
         assert_eq!(d.get_datetime("timestamp").unwrap().timestamp_millis(), 1_795_608_245_123);
         assert!(!d.contains_key("clientId"));
         assert_eq!(from_document(&d), Some(m.clone()));
-        let m = ChatMessage { client_id: Some("c-9".into()), ..m };
+        let m = ChatMessage { client_id: Some("c-9".into()), user_id: Some("u-9".into()), ..m };
         assert_eq!(from_document(&to_document(&m)), Some(m));
         assert_eq!(from_document(&doc! {"other": 1}), None);
     }

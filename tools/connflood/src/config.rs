@@ -52,6 +52,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Seed of the random choices (keys, masks, phases, jitter); random by default.
     pub seed: Option<u64>,
+    /// With a server's `AUTH_JWT_SECRET`: every attempt carries a fresh HS256 token.
+    pub token_secret: Option<String>,
+    /// Lifetime of those tokens (the server closes with 4001 at their `exp`).
+    pub token_ttl: Duration,
 }
 
 /// What the command line asked for.
@@ -91,6 +95,8 @@ const VALUE_FLAGS: &[&str] = &[
     "--status-every",
     "--connect-timeout",
     "--seed",
+    "--token-secret",
+    "--token-ttl",
 ];
 
 /// Flags without a value.
@@ -225,6 +231,14 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         Some(v) => Some(int(&v, "--seed", 0, u64::MAX)?),
         None => None,
     };
+    let token_secret = last("--token-secret").or_else(|| env("TOKEN_SECRET")).filter(|s| !s.is_empty());
+    let token_ttl = match last("--token-ttl") {
+        Some(v) => secs(&v, "--token-ttl")?,
+        None => Duration::from_secs(60),
+    };
+    if token_ttl < Duration::from_secs(2) {
+        return Err(UsageError("--token-ttl must be at least 2 s".into()));
+    }
 
     Ok(Command::Run(Box::new(Config {
         urls,
@@ -246,6 +260,8 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         status_every,
         connect_timeout,
         seed,
+        token_secret,
+        token_ttl,
     })))
 }
 
@@ -375,6 +391,11 @@ More:
   --connect-timeout S  limit for the TCP connect, for the 101, and for
                        the join frame after it                             [10]
   --seed N             fixed seed for keys, masks, phases, jitter          [random]
+  --token-secret S     the server's AUTH_JWT_SECRET (or TOKEN_SECRET): each
+                       connection attempt carries a fresh HS256 token with
+                       the connection's own sub; at its exp the server
+                       closes (4001) and the connection resumes with a new one
+  --token-ttl SECS     lifetime of those tokens                            [60]
   -h, --help           this text
 
 Reconnects: after a close or an error a connection reconnects with exponential
@@ -391,7 +412,9 @@ message was lost, duplicated or reordered (nor rejected unless --allow-rejects)
 and the server broke no protocol rule; 1 otherwise; 2 for usage errors.
 
 Several processes can share the rooms (each holds at most its open-file limit
-of sockets); give each its own --bind range."#
+of sockets); give each its own --bind range.
+
+connflood mint-token --secret S [...] prints one token (connflood mint-token --help)."#
         .to_string()
 }
 

@@ -34,6 +34,7 @@ use crate::protocol::{self, chat_json, is_shutdown_notice, user_name, Marker};
 use crate::report::{Outcome, Status};
 use crate::rng::{fresh_seed, Rng};
 use crate::stats::{process_usage, Counters, Histogram};
+use crate::token;
 
 /// Largest message accepted from the server (a join with a long history).
 const MAX_MESSAGE: usize = 16 << 20;
@@ -94,6 +95,8 @@ pub fn run(cfg: &Config, addrs: Vec<SocketAddr>) -> io::Result<Outcome> {
 
 struct Driver<'c> {
     cfg: &'c Config,
+    /// Unix time (s) at which deliveries are judged (for token expiries).
+    judge_unix: u64,
     addrs: Vec<SocketAddr>,
     templates: Vec<Template>,
     room_names: Vec<String>,
@@ -202,8 +205,10 @@ impl<'c> Driver<'c> {
         let ramp_us = us(cfg.ramp_up);
         let send_end = ramp_us + us(cfg.duration);
         let settle_end = send_end + us(cfg.settle);
+        let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(Driver {
             cfg,
+            judge_unix: unix_now + settle_end / 1_000_000,
             templates: cfg.urls.iter().map(Template::new).collect(),
             addrs,
             room_names: (0..cfg.rooms).map(|i| cfg.room_name(i)).collect(),
@@ -554,7 +559,18 @@ impl<'c> Driver<'c> {
         let name = user_name(self.tag, c as u32);
         let url = client.url(a.url, self.addrs.len());
         link.wbuf.clear();
-        self.templates[url].write(&mut link.wbuf, &self.room_names[a.room], &name, client.track.last(), &key24);
+        let token = self.cfg.token_secret.as_ref().map(|secret| {
+            let ttl = self.cfg.token_ttl.as_secs();
+            let claims = token::Claims {
+                sub: name.clone(),
+                ttl_secs: ttl,
+                exp: Some(token::expiry(token::unix_now(), ttl, self.judge_unix)),
+                ..Default::default()
+            };
+            token::mint(secret.as_bytes(), &claims)
+        });
+        let since = client.track.last();
+        self.templates[url].write(&mut link.wbuf, &self.room_names[a.room], &name, since, token.as_deref(), &key24);
         self.clients[c].state = State::Upgrading;
         self.set_deadline(c, now + us(self.cfg.connect_timeout));
         self.flush(c, now);

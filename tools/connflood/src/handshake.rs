@@ -43,7 +43,15 @@ impl Template {
     }
 
     /// Appends the request for one attempt to `out`.
-    pub fn write(&self, out: &mut Vec<u8>, room: &str, name: &str, since: Option<u64>, key: &[u8; 24]) {
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        room: &str,
+        name: &str,
+        since: Option<u64>,
+        token: Option<&str>,
+        key: &[u8; 24],
+    ) {
         out.extend_from_slice(&self.head);
         out.extend_from_slice(room.as_bytes());
         out.extend_from_slice(b"&name=");
@@ -51,6 +59,11 @@ impl Template {
         if let Some(s) = since {
             out.extend_from_slice(b"&since=");
             out.extend_from_slice(s.to_string().as_bytes());
+        }
+        if let Some(t) = token {
+            // base64url and dots: nothing to escape in a query.
+            out.extend_from_slice(b"&token=");
+            out.extend_from_slice(t.as_bytes());
         }
         out.extend_from_slice(&self.tail);
         out.extend_from_slice(key);
@@ -212,7 +225,7 @@ mod tests {
         let url = WsUrl::parse("ws://127.0.0.1:8080/ws?token=t&room=ignored").unwrap();
         let key = key_for(0, 0, 0);
         let mut out = Vec::new();
-        Template::new(&url).write(&mut out, "cf-3", "cf-ab-7", Some(42), &key);
+        Template::new(&url).write(&mut out, "cf-3", "cf-ab-7", Some(42), None, &key);
         let text = String::from_utf8(out).unwrap();
         let expected = format!(
             "GET /ws?token=t&room=cf-3&name=cf-ab-7&since=42 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\
@@ -222,8 +235,8 @@ mod tests {
         );
         assert_eq!(text, expected);
         let mut out = Vec::new();
-        Template::new(&WsUrl::parse("ws://h").unwrap()).write(&mut out, "r", "n", None, &key);
-        assert!(out.starts_with(b"GET /?room=r&name=n HTTP/1.1\r\nHost: h\r\n"));
+        Template::new(&WsUrl::parse("ws://h").unwrap()).write(&mut out, "r", "n", None, Some("a.b.c"), &key);
+        assert!(out.starts_with(b"GET /?room=r&name=n&token=a.b.c HTTP/1.1\r\nHost: h\r\n"));
     }
 
     #[test]

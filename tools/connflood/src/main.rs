@@ -15,6 +15,8 @@
 //! - [`stats`]: latency histogram and counters.
 //! - [`report`]: verdict, text, JSON and the progress line.
 //! - [`rng`]: the seedable random generator.
+//! - [`token`]: JWTs for servers with authentication on (`--token-secret`,
+//!   the `mint-token` sub-command).
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +29,7 @@ mod protocol;
 mod report;
 mod rng;
 mod stats;
+mod token;
 mod url;
 
 use std::process::exit;
@@ -39,6 +42,14 @@ const SPARE_FDS: usize = 32;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("mint-token") {
+        match token::parse_mint(&args[1..], |name| std::env::var(name).ok()) {
+            Ok(Some((secret, claims))) => println!("{}", token::mint(secret.as_bytes(), &claims)),
+            Ok(None) => println!("{}", token::help()),
+            Err(e) => usage_error(&e.to_string()),
+        }
+        return;
+    }
     let cfg = match config::parse(&args, |name| std::env::var(name).ok()) {
         Ok(Command::Help) => {
             println!("{}", config::help());

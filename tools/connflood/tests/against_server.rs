@@ -50,7 +50,12 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(server_binary())
+            .envs(env.iter().copied())
             .env("PORT", "0")
             .env("BIND_ADDR", "127.0.0.1")
             .env("WORKERS", "2")
@@ -181,4 +186,59 @@ fn usage_errors_exit_2_and_help_exits_0() {
     for word in ["WS_URL", "CONNECTIONS", "RAMP_UP", "DURATION", "MSG_INTERVAL", "--bind", "--json", "Exit status"] {
         assert!(help.contains(word), "{word}");
     }
+}
+
+#[test]
+fn with_token_secret_every_connection_authenticates_and_resumes_at_expiry() {
+    const SECRET: &str = "connflood-test-secret-of-32-bytes-or-more";
+    let server = Server::start_with(&[("AUTH_JWT_SECRET", SECRET)]);
+    let url = format!("ws://127.0.0.1:{}", server.port);
+    let json = json_path("token");
+    let out = Command::new(CONNFLOOD)
+        .args(["--url", &url, "--connections", "40", "--rooms", "4", "--ramp-up", "1", "--duration", "7"])
+        .args(["--msg-interval", "500", "--settle", "2", "--quiet", "--token-secret", SECRET, "--token-ttl", "3"])
+        .arg("--json")
+        .arg(&json)
+        .env_remove("WS_URL")
+        .output()
+        .expect("run connflood");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "connflood failed:\n{text}");
+    let r = read_json(&json);
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["messages"]["lost"], 0, "{text}");
+    assert_eq!(r["messages"]["duplicated"], 0, "{text}");
+    assert!(r["close_codes"]["4001"].as_u64().unwrap_or(0) >= 40, "every connection outlived a token: {text}");
+
+    // Without a token the same server refuses every connection.
+    let out = Command::new(CONNFLOOD)
+        .args(["--url", &url, "--connections", "2", "--ramp-up", "0.1", "--duration", "1", "--settle", "0.5"])
+        .args(["--max-retries", "2", "--quiet"])
+        .env_remove("WS_URL")
+        .env_remove("TOKEN_SECRET")
+        .output()
+        .expect("run connflood");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // mint-token prints a token the server takes (here for /history, in the header).
+    let out = Command::new(CONNFLOOD)
+        .args(["mint-token", "--secret", SECRET, "--sub", "manual", "--ttl", "60", "--rooms", "cf-*"])
+        .output()
+        .expect("run connflood mint-token");
+    assert_eq!(out.status.code(), Some(0));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let status = |room: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!(
+            "GET /history?room={room} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut resp);
+        resp.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(status("cf-0"), "200");
+    assert_eq!(status("other"), "403");
 }
