@@ -24,6 +24,10 @@ pub enum ToWorker {
         room: Arc<str>,
         /// The message, framed once.
         entry: Entry,
+        /// The same message compressed and framed once (RSV1), for members
+        /// that negotiated permessage-deflate; `None` when it is too short
+        /// to compress or no connection negotiated it.
+        deflated: Option<Arc<[u8]>>,
     },
     /// A message this connection sent could not be sequenced: tell it.
     Reject {
