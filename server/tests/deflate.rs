@@ -194,9 +194,7 @@ fn a_zip_bomb_is_closed_with_1009() {
     assert!(frame.len() < 8192);
     ws.send_raw(&frame);
     assert_eq!(ws.recv_close(), 1009);
-    eventually("the close counted as too_big", || {
-        server.metric("websocket_closes_total{reason=\"too_big\"}") == 1.0
-    });
+    eventually("the close counted as too_big", || server.metric("websocket_closes_total{reason=\"too_big\"}") == 1.0);
 }
 
 #[test]

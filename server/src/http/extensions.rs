@@ -84,8 +84,12 @@ enum Offer {
 }
 
 /// Parameters of a permessage-deflate offer, each at most once.
-const PARAMS: [&[u8]; 4] =
-    [b"server_no_context_takeover", b"client_no_context_takeover", b"server_max_window_bits", b"client_max_window_bits"];
+const PARAMS: [&[u8]; 4] = [
+    b"server_no_context_takeover",
+    b"client_no_context_takeover",
+    b"server_max_window_bits",
+    b"client_max_window_bits",
+];
 
 fn parse_offer(element: &[u8]) -> Offer {
     let mut parts = split_outside_quotes(element, b';');
@@ -228,17 +232,17 @@ mod tests {
     #[test]
     fn malformed_or_duplicate_parameters_decline_the_offer() {
         for bad in [
-            "permessage-deflate; server_max_window_bits",     // value required
-            "permessage-deflate; server_max_window_bits=7",   // out of range
-            "permessage-deflate; server_max_window_bits=16",  // out of range
-            "permessage-deflate; server_max_window_bits=09",  // leading zero
-            "permessage-deflate; client_max_window_bits=0x9", // not decimal
-            "permessage-deflate; client_max_window_bits=\"\"", // empty
+            "permessage-deflate; server_max_window_bits",       // value required
+            "permessage-deflate; server_max_window_bits=7",     // out of range
+            "permessage-deflate; server_max_window_bits=16",    // out of range
+            "permessage-deflate; server_max_window_bits=09",    // leading zero
+            "permessage-deflate; client_max_window_bits=0x9",   // not decimal
+            "permessage-deflate; client_max_window_bits=\"\"",  // empty
             "permessage-deflate; server_no_context_takeover=1", // no value allowed
             "permessage-deflate; client_no_context_takeover; client_no_context_takeover", // duplicate
             "permessage-deflate; client_max_window_bits; client_max_window_bits=10", // duplicate
-            "permessage-deflate; foo",                        // unknown
-            "permessage-deflate; ;",                          // empty parameter
+            "permessage-deflate; foo",                          // unknown
+            "permessage-deflate; ;",                            // empty parameter
             "permessage-deflate; server_max_window_bits=\"1 0\"", // quoted, not a token
         ] {
             let o = negotiate(&[bad]);
@@ -248,7 +252,8 @@ mod tests {
 
     #[test]
     fn the_first_acceptable_offer_wins_within_and_across_headers() {
-        let o = negotiate(&["permessage-deflate; foo, permessage-deflate; server_max_window_bits=9, permessage-deflate"]);
+        let o =
+            negotiate(&["permessage-deflate; foo, permessage-deflate; server_max_window_bits=9, permessage-deflate"]);
         assert_eq!((o.deflate.unwrap().server_max_window_bits, o.declined), (Some(9), 1));
         let o = negotiate(&["foo, permessage-deflate; bar", "permessage-deflate; server_max_window_bits=12"]);
         assert_eq!((o.deflate.unwrap().server_max_window_bits, o.declined), (Some(12), 1));

@@ -47,6 +47,7 @@ use crate::chat::protocol::{self, Reject, Welcome, DRAIN_NOTICE};
 use crate::chat::ratelimit::TokenBucket;
 use crate::chat::rooms::RoomIndex;
 use crate::clock;
+use crate::http::extensions::Offers;
 use crate::http::request::parse_head;
 use crate::http::response::Response;
 use crate::http::routes::{self, Listener, Route, UpgradeKind};
@@ -56,7 +57,6 @@ use crate::hub::{HubCommand, Origin, Publish};
 use crate::metrics::{CloseReason, WorkerMetrics};
 use crate::state::ServerState;
 use crate::store::loader::{LoadRequest, Reply};
-use crate::http::extensions::Offers;
 use crate::ws::deflate::SMALL_WINDOW_MAX_LEN;
 use crate::ws::{encoder, Control, Data, Inflater, Limits, Message, OpCode, Role, WsError};
 

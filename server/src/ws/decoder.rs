@@ -622,7 +622,10 @@ mod tests {
         // Without the extension negotiated.
         assert_eq!(decode_all(&compressed_client_frame(true, 1, true, &z), &SERVER), Err(WsError::ReservedBits));
         // On a control frame.
-        assert_eq!(decode_all_deflate(&compressed_client_frame(true, 9, true, b""), &SERVER), Err(WsError::ReservedBits));
+        assert_eq!(
+            decode_all_deflate(&compressed_client_frame(true, 9, true, b""), &SERVER),
+            Err(WsError::ReservedBits)
+        );
         // On a continuation frame.
         let mut bytes = compressed_client_frame(false, 1, true, &z[..2]);
         bytes.extend(compressed_client_frame(true, 0, true, &z[2..]));
@@ -643,7 +646,10 @@ mod tests {
         let limits = Limits { role: Role::Server, max_message: 4096 };
         let bomb = deflate(&vec![b'a'; 2 << 20]);
         assert!(bomb.len() < 4096, "small on the wire: {}", bomb.len());
-        assert_eq!(decode_all_deflate(&compressed_client_frame(true, 1, true, &bomb), &limits), Err(WsError::MessageTooBig));
+        assert_eq!(
+            decode_all_deflate(&compressed_client_frame(true, 1, true, &bomb), &limits),
+            Err(WsError::MessageTooBig)
+        );
         // Fragmented the same.
         let mut bytes = compressed_client_frame(false, 2, true, &bomb[..10]);
         bytes.extend(compressed_client_frame(true, 0, false, &bomb[10..]));
@@ -653,7 +659,10 @@ mod tests {
         assert_eq!(decode_all_deflate(&compressed_client_frame(true, 1, true, &ok), &limits).unwrap()[0].1.len(), 4096);
         // Inflated text is validated.
         let bad = deflate(&[0xff, 0xfe]);
-        assert_eq!(decode_all_deflate(&compressed_client_frame(true, 1, true, &bad), &limits), Err(WsError::InvalidUtf8));
+        assert_eq!(
+            decode_all_deflate(&compressed_client_frame(true, 1, true, &bad), &limits),
+            Err(WsError::InvalidUtf8)
+        );
     }
 
     #[test]
