@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# RFC 6455 conformance: runs the Autobahn|Testsuite fuzzing client (cases 1-7,
-# 9 and 10; 12/13 need permessage-deflate, which the server does not offer)
-# against the server's /echo route and fails on any FAILED case.
+# RFC 6455 and RFC 7692 conformance: runs the Autobahn|Testsuite fuzzing client
+# (cases 1-7, 9, 10, and 12/13: permessage-deflate) against the server's /echo
+# route and fails on any FAILED case or any change from the pinned results.
 #
 #   tools/autobahn.sh [SERVER_BINARY]     default: target/release/websocket-server
 #
@@ -30,7 +30,7 @@ done
 
 OUT=$(mktemp "${TMPDIR:-/tmp}/autobahn-out.XXXXXX")
 set +e
-AUTOBAHN_PERF=1 AUTOBAHN_TIMEOUT=${AUTOBAHN_TIMEOUT:-600} "$SUITE/run.sh" "ws://127.0.0.1:$PORT/echo" | tee "$OUT"
+AUTOBAHN_PERF=1 AUTOBAHN_COMPRESSION=1 AUTOBAHN_TIMEOUT=${AUTOBAHN_TIMEOUT:-900} "$SUITE/run.sh" "ws://127.0.0.1:$PORT/echo" | tee "$OUT"
 status=${PIPESTATUS[0]}
 set -e
 summary=$(tail -1 "$OUT")
