@@ -3,6 +3,8 @@
 # A benchmark, not a test: it reports figures and asserts nothing about time.
 #
 #   tools/bench/deflate.sh [--conns N] [--senders N] [--duration S] [--idle N]
+#                          [--only fanout|idle]
+#   (BENCH_SERVER_ENV="NAME=value ..." adds settings to every server)
 #
 # For compression off (clients do not offer it) and on (connflood --deflate,
 # which offers it as browsers do), each against a fresh release server
@@ -12,20 +14,22 @@
 #     seconds; in the steady window (ramp + 3 s to the end of sending): server
 #     CPU per million deliveries (/proc/PID/stat over websocket_messages_
 #     delivered_total), and chat bytes on the wire per delivery (connflood);
-#   idle: IDLE connections that only join; server RSS growth per connection.
+#   idle: IDLE connections that only join, after 100 that warm the threads
+#     up; server RSS growth per connection.
 # About 2 minutes with the defaults; everything started is stopped by PID and
 # every run is bounded by `timeout`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SERVER_BIN=${WEBSOCKET_SERVER:-$ROOT/target/release/websocket-server}
 CONNFLOOD=${CONNFLOOD:-$ROOT/target/release/connflood}
-CONNS=1000 SENDERS=50 DURATION=20 IDLE=5000 RAMP=5 PAYLOAD=100
+CONNS=1000 SENDERS=20 DURATION=20 IDLE=5000 RAMP=5 PAYLOAD=100 ONLY=
 while [ $# -gt 0 ]; do
     case $1 in
     --conns) CONNS=$2; shift 2 ;;
     --senders) SENDERS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -40,7 +44,8 @@ cleanup() { [ -z "$SERVER_PID" ] || { kill "$SERVER_PID" 2>/dev/null || true; wa
 trap cleanup EXIT
 
 start_server() {  # start_server LOG: a fresh server; sets SERVER_PID and PORT
-    PORT=0 BIND_ADDR=127.0.0.1 WORKERS=2 POD_NAME=bench RATE_LIMIT=1000 RATE_BURST=1000 \
+    # shellcheck disable=SC2086 # BENCH_SERVER_ENV is a list of NAME=value words
+    env PORT=0 BIND_ADDR=127.0.0.1 WORKERS=2 POD_NAME=bench RATE_LIMIT=1000 RATE_BURST=1000 ${BENCH_SERVER_ENV:-} \
         "$SERVER_BIN" >"$1" 2>&1 &
     SERVER_PID=$!
     PORT=''
@@ -91,7 +96,13 @@ idle() {  # idle off|on
     local mode=$1 flag=()
     [ "$mode" = on ] && flag=(--deflate)
     start_server "$OUT/server-idle-$mode.log"
-    sleep 0.5
+    # A first 100 connections make the threads allocate what they keep
+    # (buffers, the per-thread compressor a compressed welcome needs): the
+    # RSS growth of the next IDLE connections is then theirs alone.
+    timeout $((RAMP + 60)) "$CONNFLOOD" --url "ws://127.0.0.1:$PORT/ws" --connections 100 --rooms 10 \
+        --senders 0 --ramp-up 1 --duration $((RAMP + 12)) --settle 1 --quiet "${flag[@]}" >"$OUT/cf-warm-$mode.txt" 2>&1 &
+    local warm=$!
+    sleep 3
     local r0 r1 n
     r0=$(rss_kib)
     timeout $((RAMP + 30)) "$CONNFLOOD" --url "ws://127.0.0.1:$PORT/ws" --connections "$IDLE" --rooms 10 \
@@ -103,11 +114,12 @@ idle() {  # idle off|on
     local z
     z=$(metric websocket_deflate_connections_active)
     wait "$cf" || echo "connflood idle ($mode) did not pass: see $OUT/cf-idle-$mode.txt" >&2
+    wait "$warm" || true
     stop_server
-    awk -v a="$r0" -v b="$r1" -v n="$n" -v z="$z" -v m="$mode" \
-        'BEGIN { printf "idle   %-3s: %d connections (%d with deflate), RSS %d -> %d KiB: %.0f B per connection\n", m, n, z, a, b, (b - a) * 1024 / n }'
+    awk -v a="$r0" -v b="$r1" -v n="$n" -v z="$z" -v m="$mode" -v i="$IDLE" \
+        'BEGIN { printf "idle   %-3s: %d connections (%d with deflate), RSS %d -> %d KiB over the last %d: %.0f B per connection\n", m, n, z, a, b, i, (b - a) * 1024 / i }'
 }
 
 echo "bench-deflate: $CONNS connections in one room, $SENDERS senders at 1/s, ${PAYLOAD}-character messages, ${DURATION} s; idle $IDLE; $(nproc) cores; raw output in $OUT"
-for mode in off on; do fanout "$mode"; done
-for mode in off on; do idle "$mode"; done
+[ "$ONLY" = idle ] || for mode in off on; do fanout "$mode"; done
+[ "$ONLY" = fanout ] || for mode in off on; do idle "$mode"; done

@@ -54,6 +54,8 @@ pub fn compressed_limit(max: usize) -> usize {
 /// A reusable raw-DEFLATE compressor, reset for every message.
 pub struct Deflater {
     compress: Compress,
+    /// Output buffer reused between messages (see [`with_compressed`]).
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Deflater {
@@ -71,7 +73,7 @@ impl Default for Deflater {
 impl Deflater {
     /// A compressor at [`LEVEL`] producing raw DEFLATE (no zlib header).
     pub fn new() -> Deflater {
-        Deflater { compress: Compress::new(Compression::new(LEVEL), false) }
+        Deflater { compress: Compress::new(Compression::new(LEVEL), false), scratch: Vec::new() }
     }
 
     /// Compresses `data` as one message (§7.2.1): the sync-flushed DEFLATE
@@ -105,6 +107,23 @@ thread_local! {
 /// Compresses `data` with this thread's [`Deflater`] into `out`.
 pub fn compress(data: &[u8], out: &mut Vec<u8>) {
     DEFLATER.with(|d| d.borrow_mut().compress_into(data, out));
+}
+
+/// Compresses `data` with this thread's [`Deflater`] into its reused
+/// buffer and hands the result to `f` (which builds the frame: the only
+/// allocation per message, of exactly the frame's size).
+pub fn with_compressed<R>(data: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    DEFLATER.with(|d| {
+        let mut d = d.borrow_mut();
+        let mut out = std::mem::take(&mut d.scratch);
+        out.clear();
+        d.compress_into(data, &mut out);
+        let r = f(&out);
+        if out.capacity() <= KEEP_OUT {
+            d.scratch = out; // a larger one (a huge echo) is released
+        }
+        r
+    })
 }
 
 /// A reusable raw-DEFLATE inflater with a bounded output buffer, reset for

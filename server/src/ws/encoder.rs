@@ -22,9 +22,7 @@ pub const RSV1: u8 = 0b100;
 /// A final data frame of one compressed message: `payload` is compressed
 /// with [`super::deflate`] and the frame carries RSV1.
 pub fn compressed_frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut z = Vec::with_capacity(payload.len() / 2 + 64);
-    super::deflate::compress(payload, &mut z);
-    frame_with(opcode, RSV1, &z, mask)
+    super::deflate::with_compressed(payload, |z| frame_with(opcode, RSV1, z, mask))
 }
 
 /// A final frame with the reserved bits `rsv` (low three bits: RSV1..RSV3).
