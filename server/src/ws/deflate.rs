@@ -77,25 +77,35 @@ impl Deflater {
     }
 
     /// Compresses `data` as one message (§7.2.1): the sync-flushed DEFLATE
-    /// data without its `00 00 ff ff` tail, appended to `out`.
-    pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    /// data without its `00 00 ff ff` tail, appended to `out`. Calls the
+    /// compressor until all input is taken **and** the flush is complete
+    /// (the output ends with the empty stored block), since it may hold
+    /// output back between calls. `false` (and `out` as it was) if the
+    /// compressor stopped without completing the flush: send uncompressed.
+    pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
         self.compress.reset();
         let start = out.len();
         out.reserve(data.len() / 2 + 64);
-        loop {
-            let consumed = self.compress.total_in() as usize;
+        for _ in 0..100_000 {
+            let (in_before, out_before) = (self.compress.total_in(), out.len());
             // Errors are impossible here (raw streams, valid flush, output room).
-            let _ = self.compress.compress_vec(&data[consumed..], out, FlushCompress::Sync);
-            if self.compress.total_in() as usize == data.len() && out.len() < out.capacity() {
-                break; // all input taken and the flush had room to finish
+            let _ = self.compress.compress_vec(&data[in_before as usize..], out, FlushCompress::Sync);
+            let all_in = self.compress.total_in() as usize == data.len();
+            let room_left = out.len() < out.capacity();
+            if all_in && room_left && out[start..].ends_with(&TAIL) {
+                out.truncate(out.len() - TAIL.len());
+                return true;
             }
-            out.reserve(out.capacity().max(64));
+            let progressed = self.compress.total_in() > in_before || out.len() > out_before;
+            if !progressed && room_left {
+                break; // stuck: never seen, but never loop forever
+            }
+            if !room_left {
+                out.reserve(out.capacity().max(64));
+            }
         }
-        // A sync flush always ends with an empty stored block: drop its 4 bytes.
-        debug_assert!(out[start..].ends_with(&TAIL));
-        if out[start..].ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
+        out.truncate(start);
+        false
     }
 }
 
@@ -105,20 +115,20 @@ thread_local! {
 }
 
 /// Compresses `data` with this thread's [`Deflater`] into `out`.
-pub fn compress(data: &[u8], out: &mut Vec<u8>) {
-    DEFLATER.with(|d| d.borrow_mut().compress_into(data, out));
+pub fn compress(data: &[u8], out: &mut Vec<u8>) -> bool {
+    DEFLATER.with(|d| d.borrow_mut().compress_into(data, out))
 }
 
 /// Compresses `data` with this thread's [`Deflater`] into its reused
 /// buffer and hands the result to `f` (which builds the frame: the only
-/// allocation per message, of exactly the frame's size).
-pub fn with_compressed<R>(data: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+/// allocation per message, of exactly the frame's size); `None` if the
+/// compressor could not complete the message (then send it uncompressed).
+pub fn with_compressed<R>(data: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     DEFLATER.with(|d| {
         let mut d = d.borrow_mut();
         let mut out = std::mem::take(&mut d.scratch);
         out.clear();
-        d.compress_into(data, &mut out);
-        let r = f(&out);
+        let r = d.compress_into(data, &mut out).then(|| f(&out));
         if out.capacity() <= KEEP_OUT {
             d.scratch = out; // a larger one (a huge echo) is released
         }
@@ -215,7 +225,7 @@ mod tests {
 
     fn deflate(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        Deflater::new().compress_into(data, &mut out);
+        assert!(Deflater::new().compress_into(data, &mut out));
         out
     }
 
@@ -239,11 +249,11 @@ mod tests {
         let chat = br#"{"type":"chat","seq":17,"room":"general","username":"alice","message":"hello everyone","timestamp":1764700000000,"podName":"websocket-server-0"}"#;
         for data in [&b""[..], b"x", chat, &[7u8; 100_000][..]] {
             let mut z = Vec::new();
-            def.compress_into(data, &mut z);
+            assert!(def.compress_into(data, &mut z));
             assert!(!z.ends_with(&TAIL) || data.is_empty(), "tail removed");
             // The same message compresses to the same bytes every time: no context kept.
             let mut again = Vec::new();
-            def.compress_into(data, &mut again);
+            assert!(def.compress_into(data, &mut again));
             assert_eq!(z, again);
             assert_eq!(inf.inflate(&z, data.len()).unwrap(), data);
         }
@@ -273,6 +283,27 @@ mod tests {
         let _ = inf.inflate(&z[..z.len() / 2], 2000);
         // The inflater works again after an error.
         assert_eq!(inf.inflate(&deflate(b"again"), 100).unwrap(), b"again");
+    }
+
+    #[test]
+    fn large_messages_round_trip_whatever_their_content() {
+        // Autobahn 12.2.14: 64 KiB messages that do not compress well.
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        };
+        let random: Vec<u8> = (0..65536).map(|_| next()).collect();
+        let text: Vec<u8> = (0..65536).map(|_| b"abcdefghijklmnop "[usize::from(next()) % 17]).collect();
+        let mut inf = Inflater::new();
+        for data in [random, text] {
+            let z = deflate(&data);
+            assert_eq!(inf.inflate(&z, 1 << 20).unwrap().len(), data.len());
+            assert_eq!(inf.inflate(&z, 1 << 20).unwrap(), &data[..]);
+            let mut again = Vec::new();
+            with_compressed(&data, |z2| again.extend_from_slice(z2)).unwrap();
+            assert_eq!(inf.inflate(&again, 1 << 20).unwrap(), &data[..]);
+        }
     }
 
     #[test]

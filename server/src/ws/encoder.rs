@@ -22,7 +22,9 @@ pub const RSV1: u8 = 0b100;
 /// A final data frame of one compressed message: `payload` is compressed
 /// with [`super::deflate`] and the frame carries RSV1.
 pub fn compressed_frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    // Uncompressed (RSV1 clear, allowed per message) if compression could not complete.
     super::deflate::with_compressed(payload, |z| frame_with(opcode, RSV1, z, mask))
+        .unwrap_or_else(|| frame_with(opcode, 0, payload, mask))
 }
 
 /// A final frame with the reserved bits `rsv` (low three bits: RSV1..RSV3).
