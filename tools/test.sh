@@ -55,7 +55,7 @@ cargo test --workspace
 
 [ "$QUICK" = 1 ] && { echo; echo "quick tests passed"; exit 0; }
 
-step "RFC 6455 conformance (Autobahn|Testsuite, cases 1-7, 9, 10)"
+step "RFC 6455 and RFC 7692 conformance (Autobahn|Testsuite, cases 1-7, 9, 10, 12, 13)"
 cargo build --release -p websocket-server
 tools/autobahn.sh target/release/websocket-server
 

@@ -10,7 +10,7 @@ use websocket_server::chat::history::{Arrival, Backing, Entry, History};
 use websocket_server::chat::protocol::{parse_chat, valid_client_id};
 use websocket_server::http::{query, request};
 use websocket_server::replica;
-use websocket_server::ws::{Decoder, Limits, Message, Role};
+use websocket_server::ws::{Decoder, Inflater, Limits, Message, Role};
 
 /// Any bytes as an HTTP request head: never a panic; a complete head never
 /// claims more bytes than it was given; routing inputs decode or refuse.
@@ -24,9 +24,10 @@ pub fn http_head(data: &[u8]) {
 }
 
 /// Decodes `data` delivered in chunks of `chunk` bytes; returns a summary.
-fn run(data: &[u8], role: Role, chunk: usize) -> Vec<String> {
+fn run(data: &[u8], role: Role, chunk: usize, deflate: bool) -> Vec<String> {
     let limits = Limits { role, max_message: 4096 };
     let mut dec = Decoder::new();
+    let mut inflater = Inflater::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
     for piece in data.chunks(chunk.max(1)) {
@@ -34,12 +35,16 @@ fn run(data: &[u8], role: Role, chunk: usize) -> Vec<String> {
         let mut off = 0;
         let len = buf.len();
         loop {
-            match dec.decode(&mut buf[off..], &limits) {
+            let inf = if deflate { Some(&mut inflater) } else { None };
+            match dec.decode_with(&mut buf[off..], &limits, inf) {
                 Ok(None) => break,
                 Ok(Some((n, msg))) => {
                     assert!(n > 0 && off + n <= len);
                     off += n;
                     if let Some(m) = msg {
+                        if let Message::Text(p) | Message::Binary(p) = &m {
+                            assert!(p.as_bytes().len() <= limits.max_message);
+                        }
                         out.push(match m {
                             Message::Text(p) => format!("T{:?}", p.as_bytes()),
                             Message::Binary(p) => format!("B{:?}", p.as_bytes()),
@@ -63,16 +68,19 @@ fn run(data: &[u8], role: Role, chunk: usize) -> Vec<String> {
 /// Any bytes as a stream of WebSocket frames, for both roles and split at
 /// a fuzzer-chosen point (the first byte): never a panic, never more
 /// consumed than given, and the same outcome whether the bytes arrive
-/// whole or in two parts.
+/// whole or in two parts; with and without permessage-deflate negotiated
+/// (compressed messages inflated by a shared inflater, bounded by the limit).
 pub fn ws_decoder(input: &[u8]) {
     let (split, data) = match input.split_first() {
         Some((s, rest)) => (*s, rest),
         None => (0, input),
     };
     for role in [Role::Server, Role::Client] {
-        let whole = run(data, role, data.len());
-        let pieces = run(data, role, split as usize % 17 + 1);
-        assert_eq!(whole, pieces, "chunking changed the outcome");
+        for deflate in [false, true] {
+            let whole = run(data, role, data.len(), deflate);
+            let pieces = run(data, role, split as usize % 17 + 1, deflate);
+            assert_eq!(whole, pieces, "chunking changed the outcome");
+        }
     }
 }
 

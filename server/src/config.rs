@@ -60,6 +60,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "1048576",
         help: "bytes queued to one client before it is closed as a slow consumer (1008)",
     },
+    EnvVar {
+        name: "WS_COMPRESSION",
+        default: "1",
+        help: "1 accepts permessage-deflate offers (each broadcast compressed once); 0 ignores them",
+    },
+    EnvVar {
+        name: "COMPRESSION_MIN_BYTES",
+        default: "128",
+        help: "messages shorter than this are sent uncompressed even to clients that negotiated compression",
+    },
     EnvVar { name: "MAX_REQUEST_BYTES", default: "8192", help: "largest HTTP request head; larger gets 431" },
     EnvVar {
         name: "HANDSHAKE_TIMEOUT_SECS",
@@ -208,6 +218,10 @@ pub struct Config {
     pub max_chat_bytes: usize,
     /// Outbound bytes queued to one client before it counts as a slow consumer.
     pub max_outbound_bytes: usize,
+    /// Accept permessage-deflate offers.
+    pub compression: bool,
+    /// Messages shorter than this are never compressed.
+    pub compression_min_bytes: usize,
     /// Largest HTTP request head.
     pub max_request_bytes: usize,
     /// Deadline for a complete HTTP request.
@@ -314,6 +328,8 @@ impl Config {
             max_message_bytes: at_least(125, "MAX_MESSAGE_BYTES", parse(&get, "MAX_MESSAGE_BYTES", 65_536)?)?,
             max_chat_bytes: at_least(1, "MAX_CHAT_BYTES", parse(&get, "MAX_CHAT_BYTES", 4096)?)?,
             max_outbound_bytes: at_least(65_536, "MAX_OUTBOUND_BYTES", parse(&get, "MAX_OUTBOUND_BYTES", 1 << 20)?)?,
+            compression: parse_bool_or(&get, "WS_COMPRESSION", true)?,
+            compression_min_bytes: parse(&get, "COMPRESSION_MIN_BYTES", 128)?,
             max_request_bytes: at_least(512, "MAX_REQUEST_BYTES", parse(&get, "MAX_REQUEST_BYTES", 8192)?)?,
             handshake_timeout: secs(within(
                 1,
@@ -386,7 +402,7 @@ impl Config {
         format!(
             "pod={} listen={}:{} admin={} workers={} max_connections={} max_message_bytes={} max_chat_bytes={} \
              max_outbound_bytes={} max_request_bytes={} handshake_timeout={}s ping_interval={}s rate={}/s burst={} \
-             history_on_join={} history_ring={} history_max_bytes={} echo_route={} origins={} drain_delay={}s \
+             history_on_join={} history_ring={} history_max_bytes={} echo_route={} compression={} compression_min_bytes={} origins={} drain_delay={}s \
              drain_window={}s redis={} mongo={} mongo_queue_max={} log_level={} auth={} per_ip={}",
             self.pod_name,
             self.bind_addr,
@@ -406,6 +422,8 @@ impl Config {
             self.history_ring,
             self.history_max_bytes,
             self.echo_route,
+            self.compression,
+            self.compression_min_bytes,
             if self.allowed_origins.is_empty() { "any".to_string() } else { self.allowed_origins.join(",") },
             self.drain_delay.as_secs(),
             self.drain_window.as_secs(),
@@ -464,8 +482,17 @@ where
 }
 
 fn parse_bool(get: &impl Fn(&'static str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    parse_bool_or(get, name, false)
+}
+
+fn parse_bool_or(
+    get: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
     match get(name).as_deref() {
-        None | Some("0") | Some("false") | Some("no") | Some("off") => Ok(false),
+        None => Ok(default),
+        Some("0") | Some("false") | Some("no") | Some("off") => Ok(false),
         Some("1") | Some("true") | Some("yes") | Some("on") => Ok(true),
         Some(v) => Err(invalid(name, &format!("{v:?}: expected 1 or 0"))),
     }
@@ -560,6 +587,8 @@ mod tests {
                     "MAX_CHAT_BYTES" => c.max_chat_bytes as u64,
                     "MAX_OUTBOUND_BYTES" => c.max_outbound_bytes as u64,
                     "MAX_REQUEST_BYTES" => c.max_request_bytes as u64,
+                    "WS_COMPRESSION" => c.compression as u64,
+                    "COMPRESSION_MIN_BYTES" => c.compression_min_bytes as u64,
                     "HANDSHAKE_TIMEOUT_SECS" => c.handshake_timeout.as_secs(),
                     "PING_INTERVAL" => c.ping_interval.as_secs(),
                     "RATE_LIMIT" => c.rate_limit as u64,
@@ -613,6 +642,8 @@ mod tests {
         assert_eq!(config(&[("AUTH_JWT_AUDIENCE", "chat")]).unwrap_err().name, "AUTH_JWT_AUDIENCE");
         assert_eq!(config(&[("MAX_CONNECTIONS_PER_IP", "0")]).unwrap_err().name, "MAX_CONNECTIONS_PER_IP");
         assert_eq!(config(&[("UPGRADE_RATE_PER_IP", "-1")]).unwrap_err().name, "UPGRADE_RATE_PER_IP");
+        assert_eq!(config(&[("WS_COMPRESSION", "maybe")]).unwrap_err().name, "WS_COMPRESSION");
+        assert!(!config(&[("WS_COMPRESSION", "0")]).unwrap().compression);
         assert_eq!(config(&[("RATE_LIMIT", "-1")]).unwrap_err().name, "RATE_LIMIT");
         assert_eq!(config(&[("REDIS_URL", "localhost:6379")]).unwrap_err().name, "REDIS_URL");
         assert_eq!(config(&[("REDIS_CLUSTER_NODES", "redis://a:1,b:2")]).unwrap_err().name, "REDIS_CLUSTER_NODES");

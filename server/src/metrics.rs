@@ -87,6 +87,12 @@ pub struct WorkerMetrics {
     pub ws_connections: AtomicI64,
     /// Open connections still speaking HTTP (gauge).
     pub http_connections: AtomicI64,
+    /// Open WebSocket connections that negotiated permessage-deflate (gauge).
+    pub deflate_connections: AtomicI64,
+    /// permessage-deflate offers declined (malformed or unsupported parameters).
+    pub deflate_declined: AtomicU64,
+    /// Frames queued with a compressed payload (RSV1).
+    pub compressed_frames_out: AtomicU64,
     /// Bytes queued to clients and not yet written (gauge).
     pub outbound_bytes: AtomicI64,
     /// Connections accepted.
@@ -130,6 +136,9 @@ impl Default for WorkerMetrics {
         WorkerMetrics {
             ws_connections: AtomicI64::new(0),
             http_connections: AtomicI64::new(0),
+            deflate_connections: AtomicI64::new(0),
+            deflate_declined: AtomicU64::new(0),
+            compressed_frames_out: AtomicU64::new(0),
             outbound_bytes: AtomicI64::new(0),
             accepted: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
@@ -276,6 +285,11 @@ impl Metrics {
         self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
     }
 
+    /// Open WebSocket connections that negotiated permessage-deflate.
+    pub fn deflate_connections(&self) -> i64 {
+        self.gauge(|w| &w.deflate_connections)
+    }
+
     /// Open WebSocket connections in the process.
     pub fn ws_connections(&self) -> i64 {
         self.gauge(|w| &w.ws_connections)
@@ -333,6 +347,24 @@ impl Metrics {
             "gauge",
             "Open connections that have not upgraded (HTTP requests in progress).",
             &one(self.gauge(|w| &w.http_connections) as f64),
+        );
+        metric(
+            "websocket_deflate_connections_active",
+            "gauge",
+            "Open WebSocket connections that negotiated permessage-deflate.",
+            &one(self.gauge(|w| &w.deflate_connections) as f64),
+        );
+        metric(
+            "websocket_deflate_offers_declined_total",
+            "counter",
+            "permessage-deflate offers declined (malformed or unsupported parameters).",
+            &one(self.sum(|w| &w.deflate_declined) as f64),
+        );
+        metric(
+            "websocket_compressed_frames_sent_total",
+            "counter",
+            "Frames queued to clients with a compressed payload (permessage-deflate).",
+            &one(self.sum(|w| &w.compressed_frames_out) as f64),
         );
         metric("websocket_max_connections", "gauge", "Configured MAX_CONNECTIONS.", &one(snap.max_connections as f64));
         metric(

@@ -696,11 +696,36 @@ def main():
                 if cmd not in commands[scen]:
                     commands[scen].append(cmd)
 
-    doc = render(results, machine, quick, figures, commands)
+    doc = carry_over_sections(render(results, machine, quick, figures, commands), doc_path)
     for path in (doc_path, os.path.join(results, "benchmarks.md")):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             f.write(doc)
+
+
+# Sections of docs/benchmarks.md written by other scripts (with their own
+# commands), kept as they are when this report is regenerated.
+CARRIED_SECTIONS = ("## permessage-deflate",)
+
+
+def carry_over_sections(doc, doc_path):
+    """Puts the CARRIED_SECTIONS of the existing doc back in, before "## Method"."""
+    if not os.path.exists(doc_path):
+        return doc
+    with open(doc_path) as f:
+        old = f.read()
+    kept = []
+    for head in CARRIED_SECTIONS:
+        start = old.find("\n" + head)
+        if start < 0:
+            continue
+        end = old.find("\n## ", start + 1)
+        kept.append(old[start + 1:end + 1 if end >= 0 else len(old)])
+    if not kept:
+        return doc
+    at = doc.find("\n## Method")
+    at = len(doc) if at < 0 else at + 1
+    return doc[:at] + "".join(kept) + doc[at:]
 
 
 PROFILE_GROUPS = [

@@ -89,6 +89,59 @@ test('two pages in one room see each other with name, time and pod', { timeout: 
   }
 });
 
+test('Chromium negotiates permessage-deflate; compressed messages arrive intact', { timeout: 60000 }, async () => {
+  const context = await desktop();
+  try {
+    const page = await newPage(context);
+    await page.goto(`${BASE_URL}/health`, { timeout: 30000 });
+    // Two sockets of this page: one sends, both receive. Messages long enough
+    // to be compressed (COMPRESSION_MIN_BYTES), with text that is not ASCII.
+    const text = `${'ünïcødé ✓ deflate '.repeat(12)}end`;
+    const got = await page.evaluate(
+      ({ text }) =>
+        new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('timed out')), 20000);
+          const open = (name) =>
+            new Promise((ok) => {
+              const ws = new WebSocket(`ws://${location.host}/ws?room=deflate&name=${name}`);
+              ws.chats = [];
+              ws.onmessage = (e) => {
+                const m = JSON.parse(e.data);
+                if (m.type === 'system' && 'lastSeq' in m) ok(ws);
+                if (m.type === 'chat') ws.chats.push(m.message);
+              };
+            });
+          Promise.all([open('zip'), open('zap')]).then(([a, b]) => {
+            for (let i = 0; i < 3; i++) a.send(JSON.stringify({ type: 'chat', message: `${i} ${text}` }));
+            const check = setInterval(() => {
+              if (a.chats.length === 3 && b.chats.length === 3) {
+                clearInterval(check);
+                clearTimeout(timer);
+                resolve({ extensions: [a.extensions, b.extensions], chats: [a.chats, b.chats] });
+              }
+            }, 20);
+          });
+        }),
+      { text },
+    );
+    // The response's Sec-WebSocket-Extensions, as the page sees it.
+    for (const ext of got.extensions) {
+      assert.match(ext, /^permessage-deflate/, `negotiated: ${ext}`);
+      assert.match(ext, /server_no_context_takeover/);
+      assert.match(ext, /client_no_context_takeover/);
+    }
+    const want = [0, 1, 2].map((i) => `${i} ${text}`);
+    assert.deepEqual(got.chats, [want, want], 'every message arrives intact, in order');
+    const metrics = await (await fetch(`${BASE_URL}/metrics`)).text();
+    const compressed = Number(/^websocket_compressed_frames_sent_total (\S+)/m.exec(metrics)?.[1]);
+    assert.ok(compressed >= 6, `the server sent them compressed (${compressed} compressed frames)`);
+    // /health has no favicon: the browser's request for one is the only 404.
+    await assertClean(page, [/status of 404/]);
+  } finally {
+    await context.close();
+  }
+});
+
 test('the join form leads into the room; bad input is explained', { timeout: 60000 }, async () => {
   const context = await desktop();
   try {

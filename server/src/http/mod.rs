@@ -3,6 +3,7 @@
 //! embedded chat page.
 
 pub mod assets;
+pub mod extensions;
 pub mod query;
 pub mod request;
 pub mod response;

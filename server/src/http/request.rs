@@ -69,6 +69,8 @@ pub struct Head<'b> {
     pub origin: Option<&'b [u8]>,
     /// `Authorization` (never logged).
     pub authorization: Option<&'b [u8]>,
+    /// What `Sec-WebSocket-Extensions` offered (every such header, in order).
+    pub extensions: super::extensions::Offers,
     /// A body follows (`Content-Length` > 0 or `Transfer-Encoding`).
     pub has_body: bool,
 }
@@ -123,6 +125,8 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<Option<Head<'_>>, HeadEr
             head.origin = Some(h.value);
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(h.value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            head.extensions.offer(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
             head.has_body |= trim(h.value) != b"0";
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -160,8 +164,18 @@ mod tests {
         assert_eq!(head.ws_key, Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]));
         assert_eq!(head.ws_version, Some(&b"13"[..]));
         assert_eq!(head.origin, Some(&b"http://x"[..]));
+        assert_eq!(head.extensions.deflate, None);
         assert_eq!(head.len, UPGRADE.len());
         assert!(head.keep_alive());
+    }
+
+    #[test]
+    fn extension_offers_are_read_from_every_header() {
+        let raw = b"GET /ws HTTP/1.1\r\nSec-WebSocket-Extensions: permessage-deflate; foo\r\nHost: x\r\n\
+            sec-websocket-extensions: permessage-deflate; server_max_window_bits=10\r\n\r\n";
+        let head = parse_head(raw, 8192).unwrap().unwrap();
+        assert_eq!(head.extensions.declined, 1);
+        assert_eq!(head.extensions.deflate.and_then(|a| a.server_max_window_bits), Some(10));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! request that asks for a WebSocket, then build the `101` answer.
 //! Each refusal is a complete response with the status the contract names.
 
+use super::extensions::Agreement;
 use super::request::{trim, Head};
 use super::response::Response;
 
@@ -45,13 +46,16 @@ pub fn check(head: &Head<'_>, allowed_origins: &[String]) -> Result<String, Resp
     Ok(tungstenite::handshake::derive_accept_key(key))
 }
 
-/// The `101 Switching Protocols` answer.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
-    Response::new(101)
+/// The `101 Switching Protocols` answer, with the extension agreed to (if any).
+pub fn switching_protocols(accept: &str, deflate: Option<Agreement>) -> Vec<u8> {
+    let mut resp = Response::new(101)
         .header("Upgrade", "websocket")
         .header("Connection", "Upgrade")
-        .header("Sec-WebSocket-Accept", accept.to_string())
-        .into_bytes(true, false)
+        .header("Sec-WebSocket-Accept", accept.to_string());
+    if let Some(agreement) = deflate {
+        resp = resp.header("Sec-WebSocket-Extensions", agreement.response());
+    }
+    resp.into_bytes(true, false)
 }
 
 /// "The value of this header field MUST be a nonce consisting of a randomly
@@ -84,8 +88,13 @@ mod tests {
     fn accepts_the_rfc_example_and_derives_its_accept_key() {
         let accept = check_raw(&request(&format!("{KEY}Sec-WebSocket-Version: 13\r\n")), &[]).unwrap();
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let bytes = switching_protocols(&accept);
-        assert!(String::from_utf8(bytes).unwrap().contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        let bytes = String::from_utf8(switching_protocols(&accept, None)).unwrap();
+        assert!(bytes.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(!bytes.contains("Sec-WebSocket-Extensions"));
+        let deflate = String::from_utf8(switching_protocols(&accept, Some(Agreement::default()))).unwrap();
+        assert!(deflate.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+        ));
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn sequence(
     if let Some(client_id) = &msg.client_id {
         seen.insert(&p.room, client_id, msg.seq);
     }
-    fan_out(&state.inboxes, &p.room, &entry);
+    fan_out(state, &p.room, &entry);
     state.metrics.backend.fanned_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(store) = store {
         store.enqueue(msg);

@@ -38,6 +38,10 @@ pub enum ToWorker {
         room: Arc<str>,
         /// The message, framed once.
         entry: Entry,
+        /// The same message compressed and framed once (RSV1), for members
+        /// that negotiated permessage-deflate; `None` when it is too short
+        /// to compress or no connection negotiated it.
+        deflated: Option<Arc<[u8]>>,
     },
     /// A message this connection sent could not be sequenced: tell it.
     Reject {
@@ -189,7 +193,7 @@ mod tests {
     use super::*;
 
     fn broadcast(seq: u64) -> ToWorker {
-        ToWorker::Broadcast { room: Arc::from("r"), entry: Entry::new(seq, "{}") }
+        ToWorker::Broadcast { room: Arc::from("r"), entry: Entry::new(seq, "{}"), deflated: None }
     }
 
     fn seq(m: Option<ToWorker>) -> Option<u64> {

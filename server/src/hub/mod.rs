@@ -10,7 +10,8 @@
 //!   pod receives the message from its subscription.
 //!
 //! Both end in [`fan_out`]: the message is appended to [`History`] and its
-//! frame — serialised and framed once per pod — goes to every worker's
+//! frame — serialised and framed once per pod, and compressed once for the
+//! clients that negotiated permessage-deflate — goes to every worker's
 //! [`inbox`], which queues it to the room's local members.
 //!
 //! [`History`]: crate::chat::history::History
@@ -22,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::chat::history::Entry;
-use inbox::{InboxSender, ToWorker};
+use crate::state::ServerState;
+use crate::ws::{encoder, Data, OpCode};
+use inbox::ToWorker;
 
 /// Messages that may wait for the sequencer before senders are refused.
 pub const PUBLISH_QUEUE_MAX: usize = 65_536;
@@ -66,11 +69,27 @@ pub enum HubCommand {
     Stop,
 }
 
-/// Hands a sequenced message to every worker.
-pub fn fan_out(inboxes: &[InboxSender], room: &Arc<str>, entry: &Entry) {
-    for inbox in inboxes {
-        inbox.send(ToWorker::Broadcast { room: room.clone(), entry: entry.clone() });
+/// Hands a sequenced message to every worker, with its compressed frame
+/// when any connection of the process negotiated permessage-deflate.
+///
+/// The frame is compressed here, once per message on the sequencer's
+/// thread, never per recipient: with no context takeover a message
+/// compresses to the same bytes for everyone, so the workers share one
+/// `Arc` of it exactly as they share the uncompressed frame.
+pub fn fan_out(state: &ServerState, room: &Arc<str>, entry: &Entry) {
+    let deflated = deflated_frame(state, entry);
+    for inbox in &state.inboxes {
+        inbox.send(ToWorker::Broadcast { room: room.clone(), entry: entry.clone(), deflated: deflated.clone() });
     }
+}
+
+/// The compressed frame of `entry`, if it is worth sending to anyone.
+fn deflated_frame(state: &ServerState, entry: &Entry) -> Option<Arc<[u8]>> {
+    let json = entry.json();
+    let wanted = state.config.compression
+        && json.len() >= state.config.compression_min_bytes
+        && state.metrics.deflate_connections() > 0;
+    wanted.then(|| encoder::compressed_frame(OpCode::Data(Data::Text), json, None).into())
 }
 
 /// Message ids: unique across pods and restarts without coordination —

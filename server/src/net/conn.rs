@@ -58,6 +58,14 @@ pub mod flag {
     pub const SLOW: u16 = 1 << 12;
     /// Accepted on the admin listener (`ADMIN_PORT`): operator endpoints only.
     pub const ADMIN: u16 = 1 << 13;
+    /// permessage-deflate negotiated (both ways without context takeover):
+    /// compressed frames may be sent and received. No other state is kept
+    /// per connection: the compressor and inflater belong to the threads.
+    pub const DEFLATE: u16 = 1 << 14;
+    /// With DEFLATE: the client limited our window (`server_max_window_bits`
+    /// below 15), so only messages up to `ws::deflate::SMALL_WINDOW_MAX_LEN`
+    /// bytes are sent compressed.
+    pub const DEFLATE_SMALL_WINDOW: u16 = 1 << 15;
 }
 
 /// A chat session's state.

@@ -36,6 +36,12 @@ impl Chunk {
             Chunk::Owned(b) => b,
         }
     }
+
+    /// Whether this is a WebSocket frame starting a compressed message
+    /// (RSV1, RFC 7692); only meaningful for frames, not HTTP responses.
+    pub fn is_compressed(&self) -> bool {
+        self.bytes().first().is_some_and(|b| b & 0x40 != 0)
+    }
 }
 
 impl From<Vec<u8>> for Chunk {

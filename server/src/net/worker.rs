@@ -22,6 +22,12 @@
 //! endpoints ([`routes::route_on`]); it stays open while the worker drains,
 //! so the kubelet's probes keep their answers (`/health` 200, `/ready` 503)
 //! until the worker's last client is closed.
+//!
+//! permessage-deflate: a connection that negotiated it carries the DEFLATE
+//! flag and nothing else. Its compressed messages are inflated with the
+//! worker's one [`Inflater`]; broadcasts arrive compressed once by the
+//! sequencer (`hub::fan_out`); its own replies (welcome, echo, errors) are
+//! compressed with this thread's compressor when long enough.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -43,6 +49,7 @@ use crate::chat::protocol::{self, Reject, Welcome, DRAIN_NOTICE};
 use crate::chat::ratelimit::TokenBucket;
 use crate::chat::rooms::RoomIndex;
 use crate::clock;
+use crate::http::extensions::Offers;
 use crate::http::request::parse_head;
 use crate::http::response::Response;
 use crate::http::routes::{self, Listener, Route, UpgradeKind};
@@ -52,7 +59,8 @@ use crate::hub::{HubCommand, Origin, Publish};
 use crate::metrics::{CloseReason, WorkerMetrics};
 use crate::state::ServerState;
 use crate::store::loader::{LoadRequest, Reply};
-use crate::ws::{encoder, Control, Data, Limits, Message, OpCode, Role, WsError};
+use crate::ws::deflate::SMALL_WINDOW_MAX_LEN;
+use crate::ws::{encoder, Control, Data, Inflater, Limits, Message, OpCode, Role, WsError};
 
 /// Token of the listener (slab keys never reach the top of the range).
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -151,6 +159,10 @@ pub struct Worker {
     /// Chat connections authenticated by a token (empty with authentication
     /// off, so a connection costs nothing more then); removed in `remove`.
     authenticated: HashMap<usize, Authenticated>,
+    /// Inflates every compressed message of this worker's connections
+    /// (reset per message); created on first use, out of `self` while
+    /// `process` runs.
+    inflater: Option<Box<Inflater>>,
 }
 
 /// What a chat connection's token said, kept beside the connection rather
@@ -205,6 +217,7 @@ impl Worker {
             ping_frame: encoder::frame(OpCode::Control(Control::Ping), b"").into(),
             peer_slots: HashMap::new(),
             authenticated: HashMap::new(),
+            inflater: None,
         })
     }
 
@@ -485,6 +498,14 @@ impl Worker {
 
     /// Parses requests or frames from the front of `buf`; returns the bytes used.
     fn process(&mut self, key: usize, buf: &mut [u8]) -> usize {
+        // Lent out so a message can borrow the inflated bytes while handled.
+        let mut inflater = self.inflater.take();
+        let used = self.process_with(key, buf, &mut inflater);
+        self.inflater = inflater;
+        used
+    }
+
+    fn process_with(&mut self, key: usize, buf: &mut [u8], inflater: &mut Option<Box<Inflater>>) -> usize {
         let mut off = 0;
         loop {
             let Some(c) = self.conns.get_mut(key) else { return buf.len() };
@@ -506,7 +527,15 @@ impl Worker {
                 },
                 // DISCARD_INPUT is set while a deferred response is pending.
                 ConnPhase::HistoryLoad { .. } => return buf.len(),
-                ConnPhase::Ws { decoder, .. } => match decoder.decode(&mut buf[off..], &self.limits) {
+                ConnPhase::Ws { decoder, .. } => match decoder.decode_with(
+                    &mut buf[off..],
+                    &self.limits,
+                    if c.flags & flag::DEFLATE != 0 {
+                        Some(&mut **inflater.get_or_insert_with(Box::default))
+                    } else {
+                        None
+                    },
+                ) {
                     Ok(None) => return off,
                     Ok(Some((used, message))) => {
                         off += used;
@@ -558,7 +587,7 @@ impl Worker {
                 let keep_alive = head.keep_alive() && self.drain.is_none();
                 self.respond(key, resp, keep_alive, head.method == "HEAD");
             }
-            Route::Upgrade { accept, kind } => self.upgrade(key, &accept, kind),
+            Route::Upgrade { accept, kind } => self.upgrade(key, &accept, kind, head.extensions),
             Route::LoadHistory { room, limit } => {
                 let head_only = head.method == "HEAD";
                 let room: Arc<str> = Arc::from(room);
@@ -621,7 +650,7 @@ impl Worker {
         }
     }
 
-    fn upgrade(&mut self, key: usize, accept: &str, kind: UpgradeKind) {
+    fn upgrade(&mut self, key: usize, accept: &str, kind: UpgradeKind, offers: Offers) {
         let counted_peer = match self.state.peers.counts_connections().then(|| self.peer(key)).flatten() {
             Some(ip) => match self.state.peers.open(ip) {
                 Ok(()) => Some(ip),
@@ -647,9 +676,23 @@ impl Worker {
         m.ws_connections.fetch_add(1, Relaxed);
         m.upgrades.fetch_add(1, Relaxed);
         m.http_response(101);
-        self.queue(key, upgrade::switching_protocols(accept).into());
+        let deflate = if self.state.config.compression {
+            m.deflate_declined.fetch_add(u64::from(offers.declined), Relaxed);
+            offers.deflate
+        } else {
+            None
+        };
+        self.queue(key, upgrade::switching_protocols(accept, deflate).into());
+        let m = &self.state.metrics.workers[self.index];
         let Some(c) = self.conns.get_mut(key) else { return };
         c.flags = (c.flags & !flag::HTTP) | flag::WS_SLOT;
+        if let Some(agreement) = deflate {
+            c.flags |= flag::DEFLATE;
+            if agreement.small_window() {
+                c.flags |= flag::DEFLATE_SMALL_WINDOW;
+            }
+            m.deflate_connections.fetch_add(1, Relaxed);
+        }
         let service = match kind {
             UpgradeKind::Echo => Service::Echo,
             UpgradeKind::Chat(params, identity) => {
@@ -757,7 +800,7 @@ impl Worker {
         chat.delivered = snap.last_seq;
         chat.slot = self.rooms.join(&chat.room, key);
         chat.joined = true;
-        let frame = encoder::frame(OpCode::Data(Data::Text), welcome.as_bytes());
+        let frame = reply_frame(c.flags, &state, OpCode::Data(Data::Text), welcome.as_bytes());
         // The welcome, like an HTTP response, is this client's own reply: allowed above the bound.
         c.allowance = c.allowance.saturating_add(u32::try_from(frame.len()).unwrap_or(u32::MAX));
         self.queue_frame(key, frame.into());
@@ -793,7 +836,8 @@ impl Worker {
             Message::Text(payload) => match &c.phase {
                 ConnPhase::Ws { service: Service::Echo, .. } => {
                     if !closing {
-                        self.queue_frame(key, encoder::frame(OpCode::Data(Data::Text), payload.as_bytes()).into());
+                        let frame = reply_frame(c.flags, &self.state, OpCode::Data(Data::Text), payload.as_bytes());
+                        self.queue_frame(key, frame.into());
                     }
                 }
                 _ => self.on_chat(key, payload.as_text()),
@@ -801,7 +845,8 @@ impl Worker {
             Message::Binary(payload) => match &c.phase {
                 ConnPhase::Ws { service: Service::Echo, .. } => {
                     if !closing {
-                        self.queue_frame(key, encoder::frame(OpCode::Data(Data::Binary), payload.as_bytes()).into());
+                        let frame = reply_frame(c.flags, &self.state, OpCode::Data(Data::Binary), payload.as_bytes());
+                        self.queue_frame(key, frame.into());
                     }
                 }
                 _ => self.reject(key, Reject::new("unsupported", "chat frames are JSON text, not binary")),
@@ -861,7 +906,7 @@ impl Worker {
         self.metrics().reject(reject.code);
         let Some(c) = self.conns.get_mut(key) else { return };
         if !c.has(flag::CLOSE_SENT) {
-            let frame = encoder::frame(OpCode::Data(Data::Text), reject.to_json().as_bytes());
+            let frame = reply_frame(c.flags, &self.state, OpCode::Data(Data::Text), reject.to_json().as_bytes());
             self.queue_frame(key, frame.into());
         }
     }
@@ -947,6 +992,9 @@ impl Worker {
             m.ws_connections.fetch_sub(1, Relaxed);
             self.state.release_ws();
         }
+        if c.has(flag::DEFLATE) {
+            m.deflate_connections.fetch_sub(1, Relaxed);
+        }
         if let Some(reason) = c.close_reason {
             m.close(reason);
         }
@@ -959,6 +1007,9 @@ impl Worker {
 
     fn queue_frame(&mut self, key: usize, chunk: Chunk) {
         self.metrics().frames_out.fetch_add(1, Relaxed);
+        if chunk.is_compressed() {
+            self.metrics().compressed_frames_out.fetch_add(1, Relaxed);
+        }
         self.queue(key, chunk);
     }
 
@@ -1069,7 +1120,7 @@ impl Worker {
                 return;
             };
             match msg {
-                ToWorker::Broadcast { room, entry } => self.broadcast(&room, &entry),
+                ToWorker::Broadcast { room, entry, deflated } => self.broadcast(&room, &entry, deflated.as_ref()),
                 ToWorker::Reject { key, conn_id, reject } => {
                     if self.conns.get(key).is_some_and(|c| c.id == conn_id) {
                         self.reject(key, reject);
@@ -1110,12 +1161,16 @@ impl Worker {
         }
     }
 
-    /// Queues `entry` to every local member of `room` that has not had it.
-    fn broadcast(&mut self, room: &str, entry: &Entry) {
+    /// Queues `entry` to every local member of `room` that has not had it:
+    /// its compressed frame `deflated` to members that negotiated
+    /// permessage-deflate (and whose window it fits), its plain frame to others.
+    fn broadcast(&mut self, room: &str, entry: &Entry, deflated: Option<&Arc<[u8]>>) {
         let max = self.state.config.max_outbound_bytes;
         let m = &self.state.metrics.workers[self.index];
         let members = self.rooms.members(room);
+        let fits_small_window = entry.json().len() <= SMALL_WINDOW_MAX_LEN;
         let mut delivered = 0u64;
+        let mut compressed = 0u64;
         let mut bytes = 0i64;
         for &key in members {
             let Some(c) = self.conns.get_mut(key) else { continue };
@@ -1127,14 +1182,22 @@ impl Worker {
                 continue; // already in this client's join snapshot
             }
             chat.delivered = entry.seq;
-            c.out.push(Chunk::Shared(entry.frame.clone()));
+            let frame = match deflated {
+                Some(z) if c.has(flag::DEFLATE) && (fits_small_window || !c.has(flag::DEFLATE_SMALL_WINDOW)) => {
+                    compressed += 1;
+                    z
+                }
+                _ => &entry.frame,
+            };
+            c.out.push(Chunk::Shared(frame.clone()));
             delivered += 1;
-            bytes += entry.frame.len() as i64;
+            bytes += frame.len() as i64;
             check_bound(c, key, max, &mut self.slow);
             enlist(c, key, flag::IN_PENDING, &mut self.pending_write);
         }
         m.messages_out.fetch_add(delivered, Relaxed);
         m.frames_out.fetch_add(delivered, Relaxed);
+        m.compressed_frames_out.fetch_add(compressed, Relaxed);
         m.outbound_bytes.fetch_add(bytes, Relaxed);
         if !self.catching_up.is_empty() {
             self.resume_caught_up(Some((room, entry.seq)));
@@ -1233,6 +1296,9 @@ impl Worker {
         for key in to_ping {
             self.queue_frame(key, Chunk::Shared(self.ping_frame.clone()));
         }
+        if let Some(inflater) = &mut self.inflater {
+            inflater.trim();
+        }
         for from in [Listener::Public, Listener::Admin] {
             if self.accept_paused[from as usize] {
                 self.accept_all(from);
@@ -1315,6 +1381,21 @@ fn expiry_tick(started: Instant, unix_secs: u64) -> u32 {
     let due_ms =
         elapsed_ms + i64::try_from(unix_secs).unwrap_or(i64::MAX / 2).saturating_mul(1000) - clock::unix_millis();
     u32::try_from((due_ms.max(0) + 999) / 1000).unwrap_or(u32::MAX)
+}
+
+/// A data frame for one connection's own reply (welcome, echo, error):
+/// compressed with this thread's compressor when the connection negotiated
+/// permessage-deflate and the payload is long enough (and fits a window the
+/// client limited), plain otherwise.
+fn reply_frame(flags: u16, state: &ServerState, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let compress = flags & flag::DEFLATE != 0
+        && payload.len() >= state.config.compression_min_bytes
+        && (flags & flag::DEFLATE_SMALL_WINDOW == 0 || payload.len() <= SMALL_WINDOW_MAX_LEN);
+    if compress {
+        encoder::compressed_frame(opcode, payload, None)
+    } else {
+        encoder::frame(opcode, payload)
+    }
 }
 
 /// Marks `c` as a slow consumer when its queue passes the bound.

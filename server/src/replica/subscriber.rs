@@ -548,7 +548,7 @@ impl Subscriber {
     fn deliver(&self, room: &Arc<str>, msg: &ChatMessage) {
         let entry = Entry::new(msg.seq, &msg.to_json());
         self.state.history.append(room, entry.clone());
-        fan_out(&self.state.inboxes, room, &entry);
+        fan_out(&self.state, room, &entry);
         self.state.metrics.backend.fanned_out.fetch_add(1, Relaxed);
     }
 }

@@ -14,7 +14,18 @@
 //! payload is buffered. Text is validated as it arrives: a fragment that
 //! makes the message invalid UTF-8 fails at once (§8.1 "fail fast"), and a
 //! code point split across fragments is carried over.
+//!
+//! permessage-deflate (RFC 7692), when the caller passes an [`Inflater`]
+//! to [`Decoder::decode_with`] (the extension was negotiated): RSV1 on the
+//! first frame of a data message marks it compressed. Its fragments are
+//! gathered compressed (up to [`deflate::compressed_limit`]) and inflated
+//! whole at the final frame with the caller's inflater, whose output is
+//! capped at `max_message` and is what the message borrows; UTF-8 is then
+//! validated on the inflated text. RSV1 on a continuation or control frame,
+//! or without the extension, is a protocol error (§6.1).
 
+use super::deflate::{self, Inflater};
+use super::encoder::RSV1;
 use super::error::WsError;
 use super::frame::Header;
 use super::mask::apply_mask;
@@ -84,6 +95,8 @@ pub enum Message<'a> {
 struct Fragments {
     /// Whether the first frame was text (validate UTF-8) or binary.
     is_text: bool,
+    /// The first frame had RSV1: `data` is compressed, inflated at the end.
+    compressed: bool,
     /// The unmasked payload so far.
     data: Vec<u8>,
     /// How much of `data` is known to be complete, valid UTF-8.
@@ -135,20 +148,39 @@ impl Decoder {
         buf: &'a mut [u8],
         limits: &Limits,
     ) -> Result<Option<(usize, Option<Message<'a>>)>, WsError> {
+        self.decode_with(buf, limits, None)
+    }
+
+    /// [`Decoder::decode`] on a connection that negotiated permessage-deflate
+    /// when `inflater` is `Some`: compressed messages are inflated with it,
+    /// and a message inflated there borrows its output buffer.
+    pub fn decode_with<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        limits: &Limits,
+        inflater: Option<&'a mut Inflater>,
+    ) -> Result<Option<(usize, Option<Message<'a>>)>, WsError> {
         let Some((header, header_len)) = Header::parse(buf)? else {
             return Ok(None);
         };
-        if header.rsv != 0 {
-            return Err(WsError::ReservedBits);
-        }
+        // RSV1 only on the first frame of a data message, and only with the extension (RFC 7692 §6.1).
+        let compressed = match (header.rsv, header.opcode) {
+            (0, _) => false,
+            (RSV1, OpCode::Data(Data::Text | Data::Binary)) if inflater.is_some() => true,
+            _ => return Err(WsError::ReservedBits),
+        };
+        let compressed_message = compressed || self.fragments.as_ref().is_some_and(|f| f.compressed);
         match (limits.role, header.mask.is_some()) {
             (Role::Server, false) => return Err(WsError::UnmaskedFrame),
             (Role::Client, true) => return Err(WsError::MaskedFrame),
             _ => {}
         }
         // Size limits are enforced as soon as the header is known.
+        // A compressed message's wire bytes may exceed its inflated size a little.
+        let wire_limit =
+            if compressed_message { deflate::compressed_limit(limits.max_message) } else { limits.max_message };
         let so_far = self.fragments.as_ref().map_or(0, |f| f.data.len() as u64);
-        if header.payload_len.saturating_add(so_far) > limits.max_message as u64 {
+        if header.payload_len.saturating_add(so_far) > wire_limit as u64 {
             if let OpCode::Data(_) = header.opcode {
                 return Err(WsError::MessageTooBig);
             }
@@ -163,7 +195,9 @@ impl Decoder {
         let len = header.payload_len as usize;
         let total = header_len + len;
         if buf.len() < total {
-            self.check_partial_text(&header, &buf[header_len..])?;
+            if !compressed_message {
+                self.check_partial_text(&header, &buf[header_len..])?;
+            }
             return Ok(None);
         }
         self.partial = None;
@@ -177,6 +211,10 @@ impl Decoder {
             OpCode::Control(Control::Ping) => Some(Message::Ping(payload)),
             OpCode::Control(Control::Pong) => Some(Message::Pong(payload)),
             OpCode::Control(Control::Close) => Some(Message::Close(parse_close(payload)?)),
+            OpCode::Data(op @ (Data::Text | Data::Binary)) if compressed && header.is_final => {
+                let data = inflate(inflater, payload, limits.max_message)?;
+                Some(data_message(op == Data::Text, data)?)
+            }
             OpCode::Data(Data::Text) if header.is_final => {
                 std::str::from_utf8(payload).map_err(|_| WsError::InvalidUtf8)?;
                 Some(Message::Text(Payload::Borrowed(payload)))
@@ -184,8 +222,8 @@ impl Decoder {
             OpCode::Data(Data::Binary) if header.is_final => Some(Message::Binary(Payload::Borrowed(payload))),
             OpCode::Data(Data::Text | Data::Binary) => {
                 let is_text = header.opcode == OpCode::Data(Data::Text);
-                let mut f = Box::new(Fragments { is_text, data: payload.to_vec(), utf8_checked: 0 });
-                if is_text {
+                let mut f = Box::new(Fragments { is_text, compressed, data: payload.to_vec(), utf8_checked: 0 });
+                if is_text && !compressed {
                     check_utf8(&f.data, &mut f.utf8_checked, false)?;
                 }
                 self.fragments = Some(f);
@@ -195,11 +233,15 @@ impl Decoder {
                 // Checked above: a message is open.
                 let f = self.fragments.as_mut().ok_or(WsError::UnexpectedContinuation)?;
                 f.data.extend_from_slice(payload);
-                if f.is_text {
+                if f.is_text && !f.compressed {
                     check_utf8(&f.data, &mut f.utf8_checked, header.is_final)?;
                 }
                 if header.is_final {
                     let f = self.fragments.take().ok_or(WsError::UnexpectedContinuation)?;
+                    if f.compressed {
+                        let data = inflate(inflater, &f.data, limits.max_message)?;
+                        return Ok(Some((total, Some(data_message(f.is_text, data)?))));
+                    }
                     Some(if f.is_text {
                         Message::Text(Payload::Owned(f.data))
                     } else {
@@ -267,6 +309,21 @@ impl Decoder {
     }
 }
 
+/// Inflates a compressed message (the inflater is there: RSV1 was accepted only with one).
+fn inflate<'a>(inflater: Option<&'a mut Inflater>, data: &[u8], max: usize) -> Result<&'a [u8], WsError> {
+    inflater.ok_or(WsError::ReservedBits)?.inflate(data, max)
+}
+
+/// A whole inflated message, its text validated.
+fn data_message(is_text: bool, data: &[u8]) -> Result<Message<'_>, WsError> {
+    if is_text {
+        std::str::from_utf8(data).map_err(|_| WsError::InvalidUtf8)?;
+        Ok(Message::Text(Payload::Borrowed(data)))
+    } else {
+        Ok(Message::Binary(Payload::Borrowed(data)))
+    }
+}
+
 /// Validates `data[*checked..]`, advancing `checked` over complete code
 /// points. An incomplete code point at the end is allowed unless `is_final`.
 fn check_utf8(data: &[u8], checked: &mut usize, is_final: bool) -> Result<(), WsError> {
@@ -308,7 +365,7 @@ pub fn is_valid_close_code(code: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::encoder;
+    use crate::ws::{encoder, Inflater};
 
     const SERVER: Limits = Limits { role: Role::Server, max_message: 1 << 16 };
     const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
@@ -503,6 +560,109 @@ mod tests {
         let mut bad_reason = 1000u16.to_be_bytes().to_vec();
         bad_reason.extend([0xce, 0xba, 0xe1, 0xbd]);
         assert_eq!(decode_all(&client_frame(true, 8, &bad_reason), &SERVER), Err(WsError::InvalidCloseReason));
+    }
+
+    /// A client frame of a compressed message: `payload` already compressed.
+    fn compressed_client_frame(fin: bool, opcode: u8, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = client_frame(fin, opcode, payload);
+        if rsv1 {
+            f[0] |= 0x40;
+        }
+        f
+    }
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut z = Vec::new();
+        assert!(crate::ws::deflate::compress(data, &mut z));
+        z
+    }
+
+    /// Decodes every frame with an inflater (permessage-deflate negotiated).
+    fn decode_all_deflate(bytes: &[u8], limits: &Limits) -> Result<Vec<(u8, Vec<u8>)>, WsError> {
+        let mut buf = bytes.to_vec();
+        let mut dec = Decoder::new();
+        let mut inf = Inflater::new();
+        let mut out = Vec::new();
+        let mut off = 0;
+        while let Some((n, msg)) = dec.decode_with(&mut buf[off..], limits, Some(&mut inf))? {
+            off += n;
+            match msg {
+                Some(Message::Text(p)) => out.push((1, p.as_bytes().to_vec())),
+                Some(Message::Binary(p)) => out.push((2, p.as_bytes().to_vec())),
+                Some(Message::Ping(p)) => out.push((9, p.to_vec())),
+                Some(_) => out.push((0, vec![])),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_single_or_fragmented() {
+        let text = "κόσμε ".repeat(50);
+        let z = deflate(text.as_bytes());
+        let single = compressed_client_frame(true, 1, true, &z);
+        assert_eq!(decode_all_deflate(&single, &SERVER).unwrap(), vec![(1, text.as_bytes().to_vec())]);
+        // RSV1 on the first fragment only; a ping between fragments; uncompressed messages next to it.
+        let (a, b) = z.split_at(z.len() / 2);
+        let mut bytes = compressed_client_frame(false, 1, true, a);
+        bytes.extend(client_frame(true, 9, b"p"));
+        bytes.extend(compressed_client_frame(true, 0, false, b));
+        bytes.extend(client_frame(true, 2, &[1, 2, 3]));
+        bytes.extend(compressed_client_frame(true, 2, true, &deflate(&[0u8; 1000])));
+        assert_eq!(
+            decode_all_deflate(&bytes, &SERVER).unwrap(),
+            vec![(9, b"p".to_vec()), (1, text.as_bytes().to_vec()), (2, vec![1, 2, 3]), (2, vec![0; 1000])]
+        );
+    }
+
+    #[test]
+    fn rsv1_is_a_protocol_error_where_the_rfc_forbids_it() {
+        let z = deflate(b"hello hello");
+        // Without the extension negotiated.
+        assert_eq!(decode_all(&compressed_client_frame(true, 1, true, &z), &SERVER), Err(WsError::ReservedBits));
+        // On a control frame.
+        assert_eq!(
+            decode_all_deflate(&compressed_client_frame(true, 9, true, b""), &SERVER),
+            Err(WsError::ReservedBits)
+        );
+        // On a continuation frame.
+        let mut bytes = compressed_client_frame(false, 1, true, &z[..2]);
+        bytes.extend(compressed_client_frame(true, 0, true, &z[2..]));
+        assert_eq!(decode_all_deflate(&bytes, &SERVER), Err(WsError::ReservedBits));
+        // RSV2/RSV3 stay reserved.
+        let mut f = compressed_client_frame(true, 1, true, &z);
+        f[0] |= 0x20;
+        assert_eq!(decode_all_deflate(&f, &SERVER), Err(WsError::ReservedBits));
+        // Garbage in a compressed message.
+        assert_eq!(
+            decode_all_deflate(&compressed_client_frame(true, 2, true, &[0xff; 8]), &SERVER),
+            Err(WsError::InvalidCompressedData)
+        );
+    }
+
+    #[test]
+    fn the_size_limit_applies_to_the_inflated_message() {
+        let limits = Limits { role: Role::Server, max_message: 4096 };
+        let bomb = deflate(&vec![b'a'; 2 << 20]);
+        assert!(bomb.len() < 4096, "small on the wire: {}", bomb.len());
+        assert_eq!(
+            decode_all_deflate(&compressed_client_frame(true, 1, true, &bomb), &limits),
+            Err(WsError::MessageTooBig)
+        );
+        // Fragmented the same.
+        let mut bytes = compressed_client_frame(false, 2, true, &bomb[..10]);
+        bytes.extend(compressed_client_frame(true, 0, false, &bomb[10..]));
+        assert_eq!(decode_all_deflate(&bytes, &limits), Err(WsError::MessageTooBig));
+        // Exactly at the limit is fine.
+        let ok = deflate(&[b'a'; 4096]);
+        assert_eq!(decode_all_deflate(&compressed_client_frame(true, 1, true, &ok), &limits).unwrap()[0].1.len(), 4096);
+        // Inflated text is validated.
+        let bad = deflate(&[0xff, 0xfe]);
+        assert_eq!(
+            decode_all_deflate(&compressed_client_frame(true, 1, true, &bad), &limits),
+            Err(WsError::InvalidUtf8)
+        );
     }
 
     #[test]

@@ -13,7 +13,23 @@ pub fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 
 /// A final frame, masked with `mask` when given (what a client sends).
 pub fn frame_with_mask(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let header = Header { is_final: true, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+    frame_with(opcode, 0, payload, mask)
+}
+
+/// RSV1: the frame starts a compressed message (RFC 7692 §6), as a `rsv` value.
+pub const RSV1: u8 = 0b100;
+
+/// A final data frame of one compressed message: `payload` is compressed
+/// with [`super::deflate`] and the frame carries RSV1.
+pub fn compressed_frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    // Uncompressed (RSV1 clear, allowed per message) if compression could not complete.
+    super::deflate::with_compressed(payload, |z| frame_with(opcode, RSV1, z, mask))
+        .unwrap_or_else(|| frame_with(opcode, 0, payload, mask))
+}
+
+/// A final frame with the reserved bits `rsv` (low three bits: RSV1..RSV3).
+pub fn frame_with(opcode: OpCode, rsv: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let header = Header { is_final: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = header.format(&mut head);
     let mut out = Vec::with_capacity(n + payload.len());
@@ -69,6 +85,16 @@ mod tests {
         );
         assert_eq!(&frame(OpCode::Data(Data::Binary), &[0; 256])[..4], [0x82, 0x7e, 0x01, 0x00]);
         assert_eq!(&frame(OpCode::Data(Data::Binary), &[0; 65536])[..10], [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn compressed_frames_carry_rsv1_and_inflate_back() {
+        let text = "hello hello hello hello";
+        let f = compressed_frame(OpCode::Data(Data::Text), text.as_bytes(), None);
+        assert_eq!(f[0], 0xc1, "FIN, RSV1, text");
+        let z = &f[2..];
+        assert!(z.len() < text.len());
+        assert_eq!(crate::ws::Inflater::new().inflate(z, 100).unwrap(), text.as_bytes());
     }
 
     #[test]

@@ -33,8 +33,11 @@ pub enum WsError {
     InvalidUtf8,
     /// A close reason that is not UTF-8 (§5.5.1).
     InvalidCloseReason,
-    /// A message or frame larger than the configured limit.
+    /// A message or frame larger than the configured limit (for a
+    /// compressed message: its inflated size).
     MessageTooBig,
+    /// A compressed message (RFC 7692) whose payload is not valid DEFLATE data.
+    InvalidCompressedData,
 }
 
 impl WsError {
@@ -74,6 +77,7 @@ impl fmt::Display for WsError {
             WsError::InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
             WsError::InvalidCloseReason => f.write_str("invalid UTF-8 in close reason"),
             WsError::MessageTooBig => f.write_str("message too big"),
+            WsError::InvalidCompressedData => f.write_str("invalid compressed data"),
         }
     }
 }
@@ -96,5 +100,6 @@ mod tests {
         assert_eq!(WsError::InvalidUtf8.close_code(), 1007);
         assert_eq!(WsError::InvalidCloseReason.close_code(), 1007);
         assert_eq!(WsError::MessageTooBig.close_code(), 1009);
+        assert_eq!(WsError::InvalidCompressedData.close_code(), 1002);
     }
 }

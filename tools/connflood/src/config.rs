@@ -56,6 +56,8 @@ pub struct Config {
     pub token_secret: Option<String>,
     /// Lifetime of those tokens (the server closes with 4001 at their `exp`).
     pub token_ttl: Duration,
+    /// Offer permessage-deflate (RFC 7692) and send compressed messages where negotiated.
+    pub deflate: bool,
 }
 
 /// What the command line asked for.
@@ -100,7 +102,7 @@ const VALUE_FLAGS: &[&str] = &[
 ];
 
 /// Flags without a value.
-const SWITCHES: &[&str] = &["--quiet", "--allow-rejects", "--help"];
+const SWITCHES: &[&str] = &["--quiet", "--allow-rejects", "--deflate", "--help"];
 
 /// The most source addresses a `--bind` may name.
 const MAX_BINDS: usize = 4096;
@@ -256,6 +258,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         settle,
         quiet: has("--quiet"),
         allow_rejects: has("--allow-rejects"),
+        deflate: has("--deflate"),
         max_retries,
         status_every,
         connect_timeout,
@@ -385,6 +388,9 @@ More:
                        non-101, closed before the join) before giving up   [10]
   --allow-rejects      error frames answering our messages (rate_limited,
                        too_long, ...) do not fail the run
+  --deflate            offer permessage-deflate (as browsers do), send
+                       compressed messages where the server agrees; the
+                       report gives chat bytes on the wire per delivery
   --json FILE          also write the report as JSON (keys: docs/connflood.md)
   --quiet              no progress lines
   --status-every SECS  time between progress lines                         [5]

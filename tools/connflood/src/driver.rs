@@ -23,8 +23,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
-use websocket_server::ws::encoder::{close_payload, frame_with_mask};
-use websocket_server::ws::{Control, Data, Decoder, Limits, Message, OpCode, Role, WsError};
+use websocket_server::ws::encoder::{close_payload, compressed_frame, frame_with_mask};
+use websocket_server::ws::{Control, Data, Decoder, Inflater, Limits, Message, OpCode, Role, WsError};
 
 use crate::checker::{Join, Rooms, Tally};
 use crate::client::{assign, Backoff, Client, State, NO_DEADLINE};
@@ -62,6 +62,8 @@ struct Link {
     /// Bytes to send that the socket did not take yet.
     wbuf: Vec<u8>,
     decoder: Decoder,
+    /// permessage-deflate was agreed to (`--deflate` and the server's answer).
+    deflate: bool,
 }
 
 /// Where the run is.
@@ -114,6 +116,10 @@ struct Driver<'c> {
     counters: Counters,
     latency: Histogram,
     pods: Vec<String>,
+    /// Inflates the compressed messages of every connection (reset per message).
+    inflater: Option<Box<Inflater>>,
+    /// Wire length and RSV1 of the frame being handled.
+    last_frame: (usize, bool),
     pod_index: HashMap<String, u16>,
     pod_opens: Vec<u64>,
     connected: u64,
@@ -209,7 +215,7 @@ impl<'c> Driver<'c> {
         Ok(Driver {
             cfg,
             judge_unix: unix_now + settle_end / 1_000_000,
-            templates: cfg.urls.iter().map(Template::new).collect(),
+            templates: cfg.urls.iter().map(|u| Template::new(u, cfg.deflate)).collect(),
             addrs,
             room_names: (0..cfg.rooms).map(|i| cfg.room_name(i)).collect(),
             interval_us: us(cfg.msg_interval).max(1),
@@ -226,6 +232,8 @@ impl<'c> Driver<'c> {
             counters: Counters::default(),
             latency: Histogram::new(),
             pods: Vec::new(),
+            inflater: None,
+            last_frame: (0, false),
             pod_index: HashMap::new(),
             pod_opens: Vec::new(),
             connected: 0,
@@ -518,6 +526,7 @@ impl<'c> Driver<'c> {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             decoder: Decoder::new(),
+            deflate: false,
         });
         debug_assert_eq!(inserted, key);
         self.clients[c].link = Some(key as u32);
@@ -735,12 +744,21 @@ impl<'c> Driver<'c> {
             let key24 = key_for(self.seed, c as u32, self.clients[c].attempts);
             let verdict = match parse_response(buf) {
                 Ok(None) => return 0,
-                Ok(Some((n, resp))) => check(&resp, &key24).map(|()| n),
+                Ok(Some((n, resp))) => check(&resp, &key24).map(|()| (n, resp.deflate)),
                 Err(e) => Err(e),
             };
             match verdict {
-                Ok(n) => {
+                Ok((n, deflate)) => {
                     off = n;
+                    if deflate && !self.cfg.deflate {
+                        // An extension the client did not offer: fail the connection (RFC 6455 §4.1).
+                        self.fail(c, "unrequested_extension", None, now);
+                        return buf.len();
+                    }
+                    if let Some(key) = self.clients[c].link {
+                        self.links[key as usize].deflate = deflate;
+                    }
+                    self.counters.deflate_opens += u64::from(deflate);
                     self.on_open(c, now);
                 }
                 Err(e) => {
@@ -754,24 +772,32 @@ impl<'c> Driver<'c> {
             }
         }
         let limits = Limits { role: Role::Client, max_message: MAX_MESSAGE };
+        // Lent out so a message can borrow the inflated bytes while handled.
+        let mut inflater = self.inflater.take();
         while let Some(key) = self.clients[c].link {
             if !matches!(self.clients[c].state, State::Open | State::Closing) {
                 break;
             }
-            match self.links[key as usize].decoder.decode(&mut buf[off..], &limits) {
+            let link = &mut self.links[key as usize];
+            let inf = if link.deflate { Some(&mut **inflater.get_or_insert_with(Box::default)) } else { None };
+            let rsv1 = buf.get(off).is_some_and(|b| b & 0x40 != 0);
+            match link.decoder.decode_with(&mut buf[off..], &limits, inf) {
                 Ok(None) => break,
                 Ok(Some((n, message))) => {
                     off += n;
+                    self.last_frame = (n, rsv1);
                     if let Some(m) = message {
                         self.on_message(c, m, recv_us, now);
                     }
                 }
                 Err(e) => {
+                    self.inflater = inflater;
                     self.protocol_error(c, e, now);
                     return buf.len();
                 }
             }
         }
+        self.inflater = inflater;
         off
     }
 
@@ -926,6 +952,8 @@ impl<'c> Driver<'c> {
             return self.counters.anomaly("wrong_room");
         }
         self.counters.received_live += 1;
+        self.counters.chat_wire_bytes += self.last_frame.0 as u64;
+        self.counters.chat_compressed += u64::from(self.last_frame.1);
         self.clients[c].track.observe(seq, &mut self.tally);
         self.rooms.observe(a.room, seq, self.clients[c].track.epoch);
         if let Some(m) = f.message.as_deref().and_then(|text| self.saw_marker(text)) {
@@ -943,7 +971,12 @@ impl<'c> Driver<'c> {
         let n = self.clients[c].outbox.next();
         let marker = Marker { tag: self.tag, conn: c as u32, n, sent_us: unix_micros() };
         chat_json(&mut self.text, &marker, self.cfg.payload);
-        let frame = frame_with_mask(OpCode::Data(Data::Text), self.text.as_bytes(), Some(self.rng.mask()));
+        let deflate = self.clients[c].link.is_some_and(|k| self.links[k as usize].deflate);
+        let frame = if deflate {
+            compressed_frame(OpCode::Data(Data::Text), self.text.as_bytes(), Some(self.rng.mask()))
+        } else {
+            frame_with_mask(OpCode::Data(Data::Text), self.text.as_bytes(), Some(self.rng.mask()))
+        };
         self.counters.sent += 1;
         if self.send(c, &frame) && self.clients[c].state == State::Open {
             // Keep the grid; after a stall, skip ahead rather than burst.

@@ -25,8 +25,9 @@ pub struct Template {
 }
 
 impl Template {
-    /// The template for `url`.
-    pub fn new(url: &WsUrl) -> Template {
+    /// The template for `url`; with `deflate`, the request offers
+    /// permessage-deflate the way browsers do.
+    pub fn new(url: &WsUrl, deflate: bool) -> Template {
         let mut head = format!("GET {}?", url.path).into_bytes();
         if !url.query.is_empty() {
             head.extend_from_slice(url.query.as_bytes());
@@ -35,8 +36,9 @@ impl Template {
         head.extend_from_slice(b"room=");
         let tail = format!(
             " HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nUser-Agent: connflood\r\nSec-WebSocket-Key: ",
-            url.host_header()
+             Sec-WebSocket-Version: 13\r\nUser-Agent: connflood\r\n{}Sec-WebSocket-Key: ",
+            url.host_header(),
+            if deflate { "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" } else { "" }
         )
         .into_bytes();
         Template { head, tail }
@@ -143,6 +145,8 @@ pub struct Response<'a> {
     pub connection_upgrade: bool,
     /// `Retry-After`, in seconds, if present and numeric.
     pub retry_after: Option<u64>,
+    /// `Sec-WebSocket-Extensions` agreed to permessage-deflate.
+    pub deflate: bool,
 }
 
 /// Parses the response head at the front of `buf`: `Ok(None)` while it is
@@ -167,7 +171,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response<'_>)>, Hands
     }
     let status =
         parts.next().filter(|s| s.len() == 3).and_then(|s| s.parse::<u16>().ok()).ok_or(HandshakeError::Malformed)?;
-    let mut resp = Response { status, accept: None, upgrade: false, connection_upgrade: false, retry_after: None };
+    let mut resp =
+        Response { status, accept: None, upgrade: false, connection_upgrade: false, retry_after: None, deflate: false };
     for line in lines {
         let (name, value) = line.split_once(':').ok_or(HandshakeError::Malformed)?;
         let value = value.trim();
@@ -177,6 +182,9 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response<'_>)>, Hands
             resp.upgrade = value.eq_ignore_ascii_case("websocket");
         } else if name.eq_ignore_ascii_case("connection") {
             resp.connection_upgrade = value.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            resp.deflate |=
+                value.split(';').next().is_some_and(|e| e.trim().eq_ignore_ascii_case("permessage-deflate"));
         } else if name.eq_ignore_ascii_case("retry-after") {
             resp.retry_after = value.parse().ok();
         }
@@ -225,7 +233,7 @@ mod tests {
         let url = WsUrl::parse("ws://127.0.0.1:8080/ws?token=t&room=ignored").unwrap();
         let key = key_for(0, 0, 0);
         let mut out = Vec::new();
-        Template::new(&url).write(&mut out, "cf-3", "cf-ab-7", Some(42), None, &key);
+        Template::new(&url, false).write(&mut out, "cf-3", "cf-ab-7", Some(42), None, &key);
         let text = String::from_utf8(out).unwrap();
         let expected = format!(
             "GET /ws?token=t&room=cf-3&name=cf-ab-7&since=42 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\
@@ -235,8 +243,15 @@ mod tests {
         );
         assert_eq!(text, expected);
         let mut out = Vec::new();
-        Template::new(&WsUrl::parse("ws://h").unwrap()).write(&mut out, "r", "n", None, Some("a.b.c"), &key);
+        Template::new(&WsUrl::parse("ws://h").unwrap(), false).write(&mut out, "r", "n", None, Some("a.b.c"), &key);
         assert!(out.starts_with(b"GET /?room=r&name=n&token=a.b.c HTTP/1.1\r\nHost: h\r\n"));
+        let mut offer = Vec::new();
+        Template::new(&WsUrl::parse("ws://h").unwrap(), true).write(&mut offer, "r", "n", None, None, &key);
+        let offer = String::from_utf8(offer).unwrap();
+        assert!(offer.contains("\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: permessage-deflate; \
+            server_no_context_takeover\r\n\r\n";
+        assert!(parse_response(head).unwrap().unwrap().1.deflate);
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub struct ConfigSummary {
     pub max_retries: u32,
     /// Whether rejects were allowed.
     pub allow_rejects: bool,
+    /// Whether permessage-deflate was offered (`--deflate`).
+    pub deflate: bool,
     /// This run's tag (hex), found in user names `cf-<tag>-<conn>`.
     pub tag: String,
 }
@@ -164,6 +166,8 @@ pub struct Connections {
     pub pings_answered: u64,
     /// `system` frames announcing a server shutdown.
     pub shutdown_notices: u64,
+    /// Upgrades that agreed to permessage-deflate.
+    pub deflate_negotiated: u64,
 }
 
 /// Message figures.
@@ -185,6 +189,10 @@ pub struct Messages {
     pub send_rate: f64,
     /// Live chat frames received per second until judged.
     pub receive_rate: f64,
+    /// Bytes on the wire (header and payload) per live chat frame received.
+    pub wire_bytes_per_delivery: f64,
+    /// Live chat frames received compressed (permessage-deflate).
+    pub compressed_deliveries: u64,
     /// Every loss: lost_gap + lost_tail + lost_unrecovered + lost_unseen.
     pub lost: u64,
     /// Seqs skipped inside a connection's sequence.
@@ -305,6 +313,7 @@ impl Report {
             opens: c.opens,
             pings_answered: c.pongs,
             shutdown_notices: c.shutdown_notices,
+            deflate_negotiated: c.deflate_opens,
         };
         let messages = Messages {
             sent: c.sent,
@@ -315,6 +324,12 @@ impl Report {
             delivered: t.delivered,
             send_rate: per_sec(c.sent, o.send_window),
             receive_rate: per_sec(c.received_live, o.judged_at),
+            wire_bytes_per_delivery: if c.received_live == 0 {
+                0.0
+            } else {
+                c.chat_wire_bytes as f64 / c.received_live as f64
+            },
+            compressed_deliveries: c.chat_compressed,
             lost,
             lost_gap: t.lost_gap,
             lost_tail: t.lost_tail,
@@ -397,6 +412,7 @@ impl Report {
                 bind_addresses: cfg.binds.len(),
                 max_retries: cfg.max_retries,
                 allow_rejects: cfg.allow_rejects,
+                deflate: cfg.deflate,
                 tag: format!("{:08x}", o.tag),
             },
             timing: Timing {
@@ -489,6 +505,15 @@ impl Report {
             writeln!(s, "  received:      {} (live {}, history {})", m.received, m.received_live, m.received_history);
         let _ = writeln!(s, "  expected:      {} (delivered {})", m.expected, m.delivered);
         let _ = writeln!(s, "  rate:          {:.1} msg/s received", m.receive_rate);
+        let _ = writeln!(
+            s,
+            "  wire:          {:.1} B per chat delivery ({} of {} compressed; deflate agreed on {} upgrades{})",
+            m.wire_bytes_per_delivery,
+            m.compressed_deliveries,
+            m.received_live,
+            c.deflate_negotiated,
+            if cf.deflate { "" } else { ", not offered" }
+        );
         let _ = writeln!(
             s,
             "  lost:          {} (gap {}, tail {}, unrecovered {}, seen by nobody {})",

@@ -136,6 +136,12 @@ pub struct Counters {
     pub pongs: u64,
     /// Shutdown notices received.
     pub shutdown_notices: u64,
+    /// Upgrades that agreed to permessage-deflate.
+    pub deflate_opens: u64,
+    /// Bytes on the wire (frame header and payload) of the live chat frames received.
+    pub chat_wire_bytes: u64,
+    /// Live chat frames received compressed (RSV1).
+    pub chat_compressed: u64,
 }
 
 impl Counters {

@@ -242,3 +242,40 @@ fn with_token_secret_every_connection_authenticates_and_resumes_at_expiry() {
     assert_eq!(status("cf-0"), "200");
     assert_eq!(status("other"), "403");
 }
+
+/// One short run with or without `--deflate`; returns its JSON report.
+fn deflate_run(server: &Server, deflate: bool) -> serde_json::Value {
+    let json = json_path(if deflate { "deflate" } else { "plain" });
+    let mut cmd = Command::new(CONNFLOOD);
+    cmd.args(["--url", &format!("ws://127.0.0.1:{}", server.port)])
+        .args(["--connections", "20", "--rooms", "2", "--ramp-up", "1", "--duration", "3"])
+        .args(["--msg-interval", "500", "--payload", "120", "--settle", "2", "--quiet", "--json"])
+        .arg(&json)
+        .env_remove("WS_URL");
+    if deflate {
+        cmd.arg("--deflate");
+    }
+    let out = cmd.output().expect("run connflood");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "connflood failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    read_json(&json)
+}
+
+#[test]
+fn deflate_run_negotiates_loses_nothing_and_puts_fewer_bytes_on_the_wire() {
+    let server = Server::start();
+    let plain = deflate_run(&server, false);
+    let zipped = deflate_run(&server, true);
+    assert_eq!(plain["connections"]["deflate_negotiated"], 0);
+    assert_eq!(plain["messages"]["compressed_deliveries"], 0);
+    assert_eq!(zipped["connections"]["deflate_negotiated"], 20);
+    let m = &zipped["messages"];
+    assert_eq!((m["lost"].as_u64(), m["duplicated"].as_u64()), (Some(0), Some(0)));
+    assert!(m["delivered"].as_u64().unwrap() > 0);
+    assert_eq!(m["compressed_deliveries"], m["received_live"], "every chat frame came compressed");
+    let (p, z) = (
+        plain["messages"]["wire_bytes_per_delivery"].as_f64().unwrap(),
+        m["wire_bytes_per_delivery"].as_f64().unwrap(),
+    );
+    assert!(p > 0.0 && z > 0.0 && z < p * 0.9, "wire bytes per delivery: plain {p}, deflate {z}");
+}
