@@ -55,9 +55,11 @@ cargo test --workspace
 
 [ "$QUICK" = 1 ] && { echo; echo "quick tests passed"; exit 0; }
 
-step "RFC 6455 and RFC 7692 conformance (Autobahn|Testsuite, cases 1-7, 9, 10, 12, 13)"
+step "RFC 6455 conformance (Autobahn|Testsuite, cases 1-7, 9, 10; 12, 13 with AUTOBAHN_DEFLATE=1)"
 cargo build --release -p websocket-server
-tools/autobahn.sh target/release/websocket-server
+# 12.*/13.* (permessage-deflate) are not pinned yet: a complete run on the
+# fixed build is still to be made (issue 15); run them with AUTOBAHN_DEFLATE=1.
+AUTOBAHN_DEFLATE=${AUTOBAHN_DEFLATE:-0} tools/autobahn.sh target/release/websocket-server
 
 step "fuzz the parsers (${FUZZ_SECONDS}s per target)"
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
