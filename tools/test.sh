@@ -24,6 +24,7 @@ step() { printf '\n=== %s\n' "$*"; }
 step "system packages"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -75,6 +76,9 @@ fi
 step "local cluster: connflood through HAProxy while every replica restarts"
 cargo build --release -p websocket-server -p connflood
 tools/localcluster-test.sh
+
+step "local Redis Cluster: connflood through 3 replicas on 3 masters while one master fails over"
+tools/localcluster-cluster-test.sh
 
 step "Kubernetes manifests, Dockerfile and scripts (offline checks)"
 tools/check-k8s.sh target/debug/websocket-server
