@@ -1537,6 +1537,9 @@ def _(ctx: Context) -> None:
                for c in sts.containers for m in c.get("volumeMounts", [])),
            f"the cluster config file {conf!r} must be on a volumeClaimTemplate, so a restarted node keeps its identity")
     c = sts.containers[0]
+    single = ctx.workload("Deployment", "redis").containers[0].get("image")
+    ensure(c.get("image") == single,
+           f"the Redis Cluster nodes run {c.get('image')}, the single Redis {single}: one pinned Redis image for both")
     for probe in ("readinessProbe", "livenessProbe"):
         cmd = " ".join(((c.get(probe) or {}).get("exec") or {}).get("command") or [])
         ensure("redis-cli ping" in cmd and "PONG" in cmd, f"the nodes' {probe} must compare an authenticated PING to PONG")

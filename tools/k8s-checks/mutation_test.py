@@ -269,6 +269,7 @@ MUTATIONS += [
     M("Redis Cluster nodes not in cluster mode", "redis-cluster-shape", RC_SCRIPTS,
       "--cluster-enabled yes", "--cluster-enabled no"),
     M("Redis Cluster of five nodes", "redis-cluster-shape", RC_STS, "  replicas: 6\n", "  replicas: 5\n"),
+    M("Redis Cluster on another Redis image", "redis-cluster-shape", RC_STS, "image: redis:7.2.16-alpine@", "image: redis:7.2.15-alpine@"),
     M("cluster bus on another port than declared", "redis-cluster-shape", RC_SCRIPTS,
       "--cluster-port 16379", "--cluster-port 16380"),
     M("nodes.conf off the volume", "redis-cluster-shape", RC_SCRIPTS,
