@@ -2,7 +2,7 @@
 # tools/bench.sh: the benchmarks of issue 4, on loopback, with tools/localcluster
 # and connflood. Reports figures; asserts nothing about time.
 #
-#   tools/bench.sh [--scenario seed|idle|fanout|peers|roll|all] [--runs N] [--quick]
+#   tools/bench.sh [--scenario seed|idle|fanout|peers|roll|redis|all] [--runs N] [--quick]
 #                  [--no-profile]
 #   tools/bench.sh --report bench-results/<date>    (regenerate the doc only)
 #
@@ -22,6 +22,10 @@
 # peers runs the fan-out's first rate against websocket-server (WORKERS=2 and
 # WORKERS=1) and the peer servers of tools/bench/peers (uWebSockets in Bun,
 # Node's ws; installed there with npm ci, which needs node and npm).
+# redis measures Redis CPU per chat message with one Redis and with a
+# 3-master Redis Cluster (tools/localcluster --redis-cluster 3), and what a
+# replica spends on messages of rooms it has no member in; run alone, it
+# replaces only its own section of docs/benchmarks.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -55,9 +59,9 @@ if [ -n "$REPORT_ONLY" ]; then
     exit 0
 fi
 case $SCENARIO in
-all) SCENARIOS=(seed idle fanout peers roll) ;;
-seed | idle | fanout | peers | roll) SCENARIOS=("$SCENARIO") ;;
-*) echo "--scenario must be seed, idle, fanout, peers, roll or all" >&2; exit 2 ;;
+all) SCENARIOS=(seed idle fanout peers roll redis) ;;
+seed | idle | fanout | peers | roll | redis) SCENARIOS=("$SCENARIO") ;;
+*) echo "--scenario must be seed, idle, fanout, peers, roll, redis or all" >&2; exit 2 ;;
 esac
 [[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "--runs must be 1-99" >&2; exit 2; }
 for bin in "$SERVER_BIN" "$CONNFLOOD"; do
@@ -72,6 +76,7 @@ if [ "$QUICK" = 1 ]; then
     ROLL_DURATION=30 ROLL_AT=2 CLUSTER_DRAIN=(--drain-delay 1 --drain-window 2)
     IDLE_CONNS=600 IDLE_RAMP=3 IDLE_HOLD=6
     FANOUT_CONNS=200 FANOUT_RATES=(20 40) FANOUT_RAMP=2 FANOUT_DURATION=8 FANOUT_SKIP=2 PROFILE_SECS=3
+    REDIS_CONNS=200 REDIS_ROOMS=100 REDIS_INTERVAL=200 REDIS_RAMP=3 REDIS_DURATION=14 REDIS_WARM=3 REDIS_TAIL=2
 else
     SEED_CONNS=10000 SEED_ROOMS=100 SEED_RAMP=60 SEED_DURATION=120 SEED_INTERVAL=10000 SEED_WARM=10 SEED_TAIL=10
     ROLL_DURATION=120 ROLL_AT=20 CLUSTER_DRAIN=()
@@ -79,12 +84,16 @@ else
     # wakers, stdio): 19,950 probes how close one process gets to the limit.
     IDLE_CONNS=19950 IDLE_RAMP=30 IDLE_HOLD=20
     FANOUT_CONNS=2000 FANOUT_RATES=(100 200 400 800 1600) FANOUT_RAMP=5 FANOUT_DURATION=25 FANOUT_SKIP=5 PROFILE_SECS=10
+    # Issue 11's measurement: 1,000 connections in 500 rooms, one message per
+    # connection every 100 ms (~10,000 msg/s).
+    REDIS_CONNS=1000 REDIS_ROOMS=500 REDIS_INTERVAL=100 REDIS_RAMP=10 REDIS_DURATION=40 REDIS_WARM=10 REDIS_TAIL=5
 fi
 SETTLE=5
 # Source addresses: a separate range for every connflood process of a run.
 SEED_BIND_A=127.0.0.10-127.0.0.59 SEED_BIND_B=127.0.0.60-127.0.0.109
 IDLE_BINDS=(127.0.0.110-127.0.0.119 127.0.0.120-127.0.0.129 127.0.0.130-127.0.0.139)
 FANOUT_BIND=127.0.0.1-127.0.0.4
+REDIS_BIND=127.0.0.140-127.0.0.179
 # The servers of the peers scenario (see start_server).
 PEER_KINDS=(websocket-server websocket-server-1w uws-bun node-ws)
 PEERS=$ROOT/tools/bench/peers
@@ -513,6 +522,148 @@ run_peers() {
 }
 
 # ---------------------------------------------------------------------------
+# redis: Redis CPU per chat message, one Redis against a 3-master Redis
+# Cluster, and a replica's CPU for rooms it does not host.
+
+# redis_cluster_up DIR PORT ARGS...: a local cluster for this scenario;
+# the replicas get a rate limit above the load's 10 msg/s per connection.
+redis_cluster_up() {
+    local dir=$1 port=$2
+    shift 2
+    CLUSTER_DIR=$dir
+    log_cmd env "LOCALCLUSTER_DIR=$dir" tools/localcluster up --port "$port" --env RATE_LIMIT=100 --env RATE_BURST=200 "$@"
+    LOCALCLUSTER_DIR=$dir tools/localcluster up --port "$port" --env RATE_LIMIT=100 --env RATE_BURST=200 "$@" \
+        >"$RUN/up.out" 2>&1 || { cat "$RUN/up.out" >&2; return 1; }
+}
+redis_cluster_down() {
+    LOCALCLUSTER_DIR=$CLUSTER_DIR tools/localcluster down >"$RUN/down.out" 2>&1 || true
+    CLUSTER_DIR=
+}
+# published PORTS...: messages the replicas on PORTS published to Redis.
+published() { local p; for p in "$@"; do metric "$p" websocket_redis_published_total; done | sum; }
+
+# redis_load NAME URL: REDIS_CONNS connections over REDIS_ROOMS rooms at one
+# message per REDIS_INTERVAL ms each; returns at the start of the window.
+redis_load() {
+    cf_start "$1" $((REDIS_RAMP + REDIS_DURATION + SETTLE + 60)) --url "$2" --connections "$REDIS_CONNS" \
+        --rooms "$REDIS_ROOMS" --msg-interval "$REDIS_INTERVAL" --ramp-up "$REDIS_RAMP" \
+        --duration "$REDIS_DURATION" --settle "$SETTLE" --bind "$REDIS_BIND" --status-every 10
+    sleep_until $((REDIS_RAMP + REDIS_WARM))
+}
+redis_window_secs() { echo $((REDIS_DURATION - REDIS_WARM - REDIS_TAIL)); }
+
+# One Redis, or a Redis Cluster of 3 masters (MODE cluster), under the load
+# through the balancer to 3 replicas: every Redis process's CPU and the
+# messages published in the steady window.
+redis_deployment() {
+    local mode=$1 base i j rports=() roles=() c0=() c1=() p0 p1 r0 r1 rp=() mb0 mt0 mb1 mt1 w0
+    RUN=$PARENT/$mode
+    mkdir -p "$RUN"
+    MEASURE=$RUN/measure.txt
+    : >"$MEASURE"
+    put clk_tck "$CLK_TCK"
+    put mode "$mode"
+    base=$(pick_base)
+    if [ "$mode" = cluster ]; then
+        redis_cluster_up "$RUN/cluster" "$base" --replicas 3 --redis-cluster 3 || return 1
+    else
+        redis_cluster_up "$RUN/cluster" "$base" --replicas 3 || return 1
+    fi
+    for ((i = 0; i < 3; i++)); do rports+=("$((base + 20 + i))"); done
+    mapfile -t rp < <(cluster_pids replica)
+    T0=$EPOCHREALTIME
+    redis_load cf-a "ws://127.0.0.1:$base/ws"
+    # The Redis processes and their roles at the start of the window.
+    local rpids=() names=()
+    if [ "$mode" = cluster ]; then
+        for ((j = 0; j < 6; j++)); do
+            rpids+=("$(cat "$CLUSTER_DIR/pids/redis-node-$j.pid")")
+            names+=("node_$j")
+            roles+=("$(timeout 5 redis-cli -p $((base + 40 + j)) role 2>/dev/null | head -n 1)")
+        done
+    else
+        rpids+=("$(cat "$CLUSTER_DIR/pids/redis.pid")")
+        names+=(single)
+        roles+=(master)
+    fi
+    read -r mb0 mt0 < <(machine_ticks)
+    w0=$EPOCHREALTIME
+    p0=$(published "${rports[@]}")
+    r0=$(ticks_of "${rp[@]}")
+    for i in "${!rpids[@]}"; do c0+=("$(cpu_ticks "${rpids[$i]}")"); done
+    sleep_until $((REDIS_RAMP + REDIS_DURATION - REDIS_TAIL))
+    for i in "${!rpids[@]}"; do c1+=("$(cpu_ticks "${rpids[$i]}")"); done
+    r1=$(ticks_of "${rp[@]}")
+    p1=$(published "${rports[@]}")
+    read -r mb1 mt1 < <(machine_ticks)
+    put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
+    put window_published "$((p1 - p0))"
+    put window_cpu_ticks_replicas "$((r1 - r0))"
+    put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
+    for i in "${!rpids[@]}"; do
+        put "window_cpu_ticks_redis_${names[$i]}" "$((c1[i] - c0[i]))"
+        put "role_redis_${names[$i]}" "${roles[$i]:-unknown}"
+    done
+    cf_wait
+    put loadavg_after "$(loadavg)"
+    redis_cluster_down
+    say "redis run $K_RUN, $mode: $(summary_line)"
+}
+
+# Two replicas on one Redis; every client on replica 0, so replica 1 hosts
+# no room: its CPU over an idle window, then over the loaded window, and
+# the messages it received from Redis.
+redis_idle_replica() {
+    local base idle0 idle1 c0 c1 p0 p1 q0 q1 w0 secs
+    RUN=$PARENT/idle-replica
+    mkdir -p "$RUN"
+    MEASURE=$RUN/measure.txt
+    : >"$MEASURE"
+    put clk_tck "$CLK_TCK"
+    base=$(pick_base)
+    redis_cluster_up "$RUN/cluster" "$base" --replicas 2 || return 1
+    local r1pid
+    r1pid=$(cat "$CLUSTER_DIR/pids/replica-1.pid")
+    secs=$(redis_window_secs)
+    idle0=$(cpu_ticks "$r1pid")
+    sleep "$secs"
+    idle1=$(cpu_ticks "$r1pid")
+    put idle_window_secs "$secs"
+    put idle_cpu_ticks_replica_1 "$((idle1 - idle0))"
+    T0=$EPOCHREALTIME
+    redis_load cf-a "ws://127.0.0.1:$((base + 20))/ws"
+    w0=$EPOCHREALTIME
+    c0=$(cpu_ticks "$r1pid")
+    p0=$(published "$((base + 20))")
+    q0=$(metric "$((base + 21))" websocket_redis_received_total)
+    sleep_until $((REDIS_RAMP + REDIS_DURATION - REDIS_TAIL))
+    c1=$(cpu_ticks "$r1pid")
+    p1=$(published "$((base + 20))")
+    q1=$(metric "$((base + 21))" websocket_redis_received_total)
+    put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
+    put window_published "$((p1 - p0))"
+    put window_cpu_ticks_replica_1 "$((c1 - c0))"
+    put window_received_replica_1 "$((${q1:-0} - ${q0:-0}))"
+    put conns_replica_1 "$(health_conns "$((base + 21))")"
+    cf_wait
+    put loadavg_after "$(loadavg)"
+    redis_cluster_down
+    say "redis run $K_RUN, idle replica: $(summary_line)"
+}
+
+run_redis() {
+    K_RUN=$1
+    new_run "$1"
+    PARENT=$RUN
+    redis_deployment single
+    redis_deployment cluster
+    redis_idle_replica
+    RUN=$PARENT
+    MEASURE=$PARENT/measure.txt
+    put loadavg_after "$(loadavg)"
+}
+
+# ---------------------------------------------------------------------------
 # profile: one more fan-out run at the first rate, with perf on the server.
 
 run_profile() {
@@ -583,6 +734,13 @@ run_profile() {
     echo "fanout_skip $FANOUT_SKIP"
     echo "fanout_rates ${FANOUT_RATES[*]}"
     echo "idle_max_connections $((IDLE_CONNS + 20))"
+    echo "redis_connections $REDIS_CONNS"
+    echo "redis_rooms $REDIS_ROOMS"
+    echo "redis_interval $REDIS_INTERVAL"
+    echo "redis_ramp $REDIS_RAMP"
+    echo "redis_duration $REDIS_DURATION"
+    echo "redis_warm $REDIS_WARM"
+    echo "redis_tail $REDIS_TAIL"
 } >"$OUT/machine.txt"
 
 if [[ " ${SCENARIOS[*]} " == *" peers "* ]]; then
@@ -609,6 +767,7 @@ for CURRENT in "${SCENARIOS[@]}"; do
         idle) run_idle "$k" ;;
         fanout) run_fanout "$k" ;;
         peers) run_peers "$k" ;;
+        redis) run_redis "$k" ;;
         esac
     done
     if [ "$CURRENT" = fanout ] && [ "$PROFILE" = 1 ]; then

@@ -7,6 +7,8 @@
 #    against the official schemas of the oldest Kubernetes version the
 #    manifests support (1.30: the preStop sleep action) and of the newest
 #    one kubernetes-validate bundles, in strict mode (unknown fields fail);
+#    not the strategic merge patches under */patches/, which are not whole
+#    objects (the contract test applies them and checks the result);
 # 2. yamllint on k8s/ (tools/k8s-checks/yamllint.yaml);
 # 3. hadolint on docker/Dockerfile;
 # 4. shellcheck on every shell script under tools/ and .ci/ (*.sh, and
@@ -83,7 +85,7 @@ echo "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version | awk '{pr
     "hadolint $("$VENV/bin/hadolint" --version | grep -o '[0-9][0-9.]*' | head -1)," \
     "shellcheck $(shellcheck --version | awk '/^version:/ {print $2}')"
 
-mapfile -t manifests < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+mapfile -t manifests < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) -not -path '*/patches/*' | sort)
 [[ ${#manifests[@]} -gt 0 ]] || { echo "no manifests under k8s/" >&2; exit 1; }
 
 step "schemas: ${#manifests[@]} manifest files, strict, Kubernetes $OLDEST_K8S and $NEWEST_K8S"

@@ -123,29 +123,7 @@ while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
 # repeat, and each sent message (its marker cf|tag|conn|n) stored once.
 MONGO_PORT=$(tools/localcluster ports | awk '$1 == "mongo" { print $2 }')
 if "$ROOT/.venv-test/bin/python" -c 'import pymongo' 2>/dev/null; then
-    checks=$(timeout 60 "$ROOT/.venv-test/bin/python" - "$STATE/connflood.json" "$MONGO_PORT" <<'EOF'
-import collections, json, sys, time
-import pymongo
-r = json.load(open(sys.argv[1]))
-expected = r["messages"]["sent"] - r["messages"]["rejected"]
-coll = pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[2]}/chat", serverSelectionTimeoutMS=5000).chat.messages
-docs = []
-for _ in range(20):  # the writers batch; give the last batches a moment
-    docs = list(coll.find({}, {"room": 1, "seq": 1, "message": 1, "_id": 0}))
-    if len(docs) >= expected:
-        break
-    time.sleep(0.5)
-seqs = collections.defaultdict(list)
-for d in docs:
-    seqs[d["room"]].append(d["seq"])
-bad = [room for room, s in seqs.items() if sorted(s) != list(range(1, len(s) + 1))]
-markers = collections.Counter("|".join(d["message"].split("|")[:4]) for d in docs)
-dups = sum(1 for v in markers.values() if v > 1)
-print(f"MongoDB holds {len(docs)} messages, {expected} sent|" + ("ok" if len(docs) == expected else f"{len(docs)} stored"))
-print("MongoDB: seqs 1..max per room, no gap, no repeat|" + ("ok" if not bad else f"rooms {bad}"))
-print("MongoDB: no message stored twice|" + ("ok" if dups == 0 else f"{dups} markers twice"))
-EOF
-    )
+    checks=$(timeout 60 "$ROOT/.venv-test/bin/python" tools/localcluster-mongo-check.py "$STATE/connflood.json" "$MONGO_PORT")
     while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
 else
     echo "skip MongoDB check (no pymongo in .venv-test)"

@@ -24,6 +24,7 @@ step() { printf '\n=== %s\n' "$*"; }
 step "system packages"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -77,6 +78,12 @@ fi
 step "local cluster: connflood through HAProxy while every replica restarts"
 cargo build --release -p websocket-server -p connflood
 tools/localcluster-test.sh
+
+# The Redis Cluster failover run (tools/localcluster-cluster-test.sh) is not a
+# step yet: loss, duplicates and MongoDB pass, but a failover under load can
+# outlast the publisher's 3 s hold and refuse a few messages with
+# `unavailable`, which the test counts as a failure (issue 11). Run it by hand;
+# cargo test's server/tests/cluster.rs covers a failover in CI.
 
 step "Kubernetes manifests, Dockerfile and scripts (offline checks)"
 tools/check-k8s.sh target/debug/websocket-server

@@ -1421,6 +1421,296 @@ def _(ctx: Context) -> None:
 
 
 # ---------------------------------------------------------------------------
+# The optional Redis Cluster (k8s/optional/redis-cluster/) and the patches
+# that switch the server to it. Its own loader and checks, so they stay out
+# of the default set's (ctx.default()) and of the checks above.
+
+RC_DIR = "k8s/optional/redis-cluster"
+RC_NAME = "redis-cluster"  # the StatefulSet, its headless Service and the pods' app label
+RC_BUS = 16379
+RC_PORT = 6379
+
+
+@dataclass
+class RedisCluster:
+    objs: list[Obj]
+    patches: dict[str, dict]  # file name -> strategic merge patch
+
+    def one(self, kind: str, name: str | None = None) -> Obj:
+        found = [o for o in self.objs if o.kind == kind and (name is None or o.name == name)]
+        ensure(len(found) == 1, f"expected one {kind}{'/' + name if name else ''} in {RC_DIR}, found {len(found)}")
+        return found[0]
+
+    @property
+    def sts(self) -> Workload:
+        return Workload(self.one("StatefulSet", RC_NAME))
+
+    @property
+    def job(self) -> Workload:
+        return Workload(self.one("Job"))
+
+    def script(self, key: str) -> str:
+        cms = [o for o in self.objs if o.kind == "ConfigMap" and key in (o.doc.get("data") or {})]
+        ensure(len(cms) == 1, f"expected one ConfigMap in {RC_DIR} with {key}, found {len(cms)}")
+        return cms[0].doc["data"][key]
+
+    def seeds(self) -> list[str]:
+        """<statefulset>-<i>.<headless service> for every node."""
+        sts = self.sts
+        return [f"{sts.name}-{i}.{sts.obj.doc['spec']['serviceName']}" for i in range(sts.replicas)]
+
+
+_RC_CACHE: dict[str, RedisCluster] = {}
+
+
+def redis_cluster(ctx: Context) -> RedisCluster:
+    if ctx.root not in _RC_CACHE:
+        objs, patches = [], {}
+        for path in sorted(glob.glob(os.path.join(ctx.root, RC_DIR, "*.yaml"))):
+            with open(path, encoding="utf-8") as f:
+                objs += [Obj(os.path.relpath(path, ctx.root), d) for d in yaml.safe_load_all(f) if d]
+        for path in sorted(glob.glob(os.path.join(ctx.root, RC_DIR, "patches", "*.yaml"))):
+            with open(path, encoding="utf-8") as f:
+                patches[os.path.basename(path)] = yaml.safe_load(f)
+        ensure(objs, f"no manifests in {RC_DIR}")
+        _RC_CACHE[ctx.root] = RedisCluster(objs, patches)
+    return _RC_CACHE[ctx.root]
+
+
+def start_flags(script: str) -> dict[str, str]:
+    """The `--name value` pairs of the redis-server command in start.sh."""
+    m = re.search(r"exec redis-server(.*?)(?:\n\s*\n|\Z)", script, re.S)
+    ensure(m, "start.sh does not `exec redis-server`")
+    words = shlex.split(m.group(1).replace("\\\n", " "))
+    # The script's own plain assignments (conf=/data/nodes.conf), expanded.
+    assigned = dict(re.findall(r"^\s*([a-z_][a-z0-9_]*)=([^\s$\"'`;]+)\s*$", script, re.M))
+    flags = {}
+    for i, w in enumerate(words):
+        if w.startswith("--"):
+            v = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else ""
+            flags[w[2:]] = re.sub(r"\$\{?([a-z_][a-z0-9_]*)\}?", lambda x: assigned.get(x.group(1), x.group(0)), v)
+    return flags
+
+
+def secret_ref(container: dict, name: str) -> tuple[str, str] | None:
+    ref = ((env_map(container).get(name) or {}).get("valueFrom") or {}).get("secretKeyRef")
+    return (ref["name"], ref["key"]) if ref else None
+
+
+def apply_env_patch(env: list[dict], patch: dict, container: str) -> list[dict]:
+    """Strategic merge of a patch's env list into `env` (merge key: name;
+    `$patch: delete` removes an entry), as `kubectl patch` does for a
+    container's env."""
+    cs = (((patch.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    ours = [c for c in cs if c.get("name") == container]
+    ensure(len(ours) == 1, f"the patch does not name the container {container}")
+    out = [dict(e) for e in env]
+    for item in ours[0].get("env") or []:
+        out = [e for e in out if e["name"] != item["name"]]
+        if item.get("$patch") != "delete":
+            out.append({k: v for k, v in item.items() if k != "$patch"})
+    return out
+
+
+@check("redis-cluster-shape")
+def _(ctx: Context) -> None:
+    rc = redis_cluster(ctx)
+    sts = rc.sts
+    ns = ctx.default("Namespace")[0].name
+    for o in rc.objs:
+        ensure(o.doc.get("metadata", {}).get("namespace") == ns, f"{o.path}: {o.kind}/{o.name} is not in namespace {ns}")
+    ensure(sts.replicas >= 6 and sts.replicas % 2 == 0,
+           f"StatefulSet/{sts.name}: {sts.replicas} nodes; a cluster of masters with one replica each needs an even number >= 6")
+    spec = sts.obj.doc["spec"]
+    ensure(spec.get("podManagementPolicy") == "Parallel",
+           f"StatefulSet/{sts.name} needs podManagementPolicy: Parallel (its pods are Ready only once the cluster is formed)")
+    ensure(selector_matches(spec["selector"], sts.pod_labels), f"StatefulSet/{sts.name}: selector does not match its pods")
+    others = [w.name for w in ctx.workloads() + [rc.job] if selector_matches(spec["selector"], w.pod_labels)]
+    ensure(not others, f"StatefulSet/{sts.name}: selector also matches the pods of {others}")
+    svc = rc.one("Service", spec["serviceName"]).doc["spec"]
+    ensure(svc.get("clusterIP") == "None", f"Service/{spec['serviceName']} must be headless")
+    ensure(svc.get("publishNotReadyAddresses") is True,
+           f"Service/{spec['serviceName']} must publish not-ready addresses: the nodes and the init Job meet before any is Ready")
+    ensure(selector_matches(svc.get("selector"), sts.pod_labels), f"Service/{spec['serviceName']} does not select the nodes")
+    ports = {p.get("name"): int(p["containerPort"]) for c in sts.containers for p in c.get("ports", [])}
+    ensure(ports.get("redis") == RC_PORT and ports.get("bus") == RC_BUS,
+           f"the nodes must declare ports redis {RC_PORT} and bus {RC_BUS}, have {ports}")
+    for p in svc["ports"]:
+        resolve_port(sts, p.get("targetPort", p["port"]))
+    flags = start_flags(rc.script("start.sh"))
+    ensure(flags.get("cluster-enabled") == "yes", "start.sh does not start redis-server with --cluster-enabled yes")
+    ensure(flags.get("port") == str(RC_PORT), f"start.sh: --port {flags.get('port')} != containerPort {RC_PORT}")
+    ensure(flags.get("cluster-port") == str(RC_BUS), f"start.sh: --cluster-port {flags.get('cluster-port')} != bus port {RC_BUS}")
+    conf, mounts = flags.get("cluster-config-file", ""), [m["mountPath"] for c in sts.containers for m in c.get("volumeMounts", [])]
+    ensure(any(conf.startswith(m.rstrip("/") + "/") for m in mounts), f"the cluster config file {conf!r} is not on a mounted volume")
+    claims = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []]
+    ensure(any(m["name"] in claims and conf.startswith(m["mountPath"].rstrip("/") + "/")
+               for c in sts.containers for m in c.get("volumeMounts", [])),
+           f"the cluster config file {conf!r} must be on a volumeClaimTemplate, so a restarted node keeps its identity")
+    c = sts.containers[0]
+    single = ctx.workload("Deployment", "redis").containers[0].get("image")
+    ensure(c.get("image") == single,
+           f"the Redis Cluster nodes run {c.get('image')}, the single Redis {single}: one pinned Redis image for both")
+    for probe in ("readinessProbe", "livenessProbe"):
+        cmd = " ".join(((c.get(probe) or {}).get("exec") or {}).get("command") or [])
+        ensure("redis-cli ping" in cmd and "PONG" in cmd, f"the nodes' {probe} must compare an authenticated PING to PONG")
+    ready = " ".join(c["readinessProbe"]["exec"]["command"])
+    ensure("cluster_state:ok" in ready, "the nodes' readinessProbe must require cluster_state:ok")
+
+
+@check("redis-cluster-password-from-secret")
+def _(ctx: Context) -> None:
+    rc = redis_cluster(ctx)
+    created = ctx.deploy_secrets()
+    c = rc.sts.containers[0]
+    ref = secret_ref(c, "REDIS_PASSWORD")
+    ensure(ref, "the nodes' REDIS_PASSWORD must come from a Secret (secretKeyRef)")
+    ensure(ref[0] in created and ref[1] in created[ref[0]],
+           f"the nodes' password {ref} is not a Secret key tools/deploy.sh creates ({created})")
+    ensure(secret_ref(c, "REDISCLI_AUTH") == ref, "the nodes' REDISCLI_AUTH (probes) must be the same Secret key")
+    ensure(secret_ref(rc.job.containers[0], "REDISCLI_AUTH") == ref, "the init Job's REDISCLI_AUTH must be the nodes' Secret key")
+    script = rc.script("start.sh")
+    flags = start_flags(script)
+    ensure(flags.get("requirepass") == "${REDIS_PASSWORD}", "start.sh must pass --requirepass \"${REDIS_PASSWORD}\"")
+    ensure(flags.get("masterauth") == "${REDIS_PASSWORD}",
+           "start.sh must pass --masterauth \"${REDIS_PASSWORD}\" (replicas authenticate to their masters)")
+    ensure(re.search(r'if \[ -z "\$\{REDIS_PASSWORD:-\}" \]; then\n[^\n]*\n\s*exit 1\n\s*fi', script),
+           "start.sh must refuse to start with an empty REDIS_PASSWORD")
+    to_cluster = rc.patches.get("server-to-cluster.yaml")
+    ensure(to_cluster, f"{RC_DIR}/patches/server-to-cluster.yaml is missing")
+    env = apply_env_patch(ctx.server_container.get("env", []), to_cluster, SERVER_CONTAINER)
+    got = secret_ref({"env": env}, "REDIS_PASSWORD")
+    ensure(got == ref, f"server-to-cluster.yaml: the server's REDIS_PASSWORD {got} is not the nodes' {ref}")
+
+
+@check("redis-cluster-networkpolicy")
+def _(ctx: Context) -> None:
+    rc = redis_cluster(ctx)
+    sts, job = rc.sts, rc.job
+    pols = [o for o in rc.objs if o.kind == "NetworkPolicy"]
+    ensure(pols, f"no NetworkPolicy in {RC_DIR}")
+
+    def allows(src: Workload | None, port: int) -> bool:
+        for p in pols:
+            spec = p.doc["spec"]
+            if "Ingress" not in (spec.get("policyTypes") or ["Ingress"]) or not selector_matches(spec.get("podSelector", {}), sts.pod_labels):
+                continue
+            for rule in spec.get("ingress") or []:
+                ports = rule.get("ports")
+                if ports and not any(resolve_port(sts, pp.get("port")) == port and pp.get("protocol", "TCP") == "TCP"
+                                     for pp in ports if "port" in pp):
+                    continue
+                for peer in rule.get("from") or [{}]:
+                    if not peer or "ipBlock" in peer or ("namespaceSelector" in peer and src is None):
+                        return True
+                    if "podSelector" in peer and "namespaceSelector" not in peer and src is not None \
+                            and selector_matches(peer["podSelector"], src.pod_labels):
+                        return True
+        return False
+
+    def who(port: int) -> set[str]:
+        names = {w.name for w in ctx.workloads() + [sts, job] if allows(w, port)}
+        return names | ({"<outside>"} if allows(None, port) else set())
+
+    got = who(RC_BUS)
+    ensure(got == {sts.name}, f"the cluster bus {RC_BUS} is reachable by {sorted(got)}; expected only the nodes ({sts.name})")
+    got = who(RC_PORT)
+    want = {SERVER_WORKLOAD[1], sts.name, job.name}
+    ensure(got == want, f"Redis Cluster port {RC_PORT} is reachable by {sorted(got)}; expected {sorted(want)}")
+    ensure(not who(22), "port 22 of the nodes should stay closed")
+
+
+@check("redis-cluster-pdb")
+def _(ctx: Context) -> None:
+    rc = redis_cluster(ctx)
+    sts = rc.sts
+    pdbs = [o for o in rc.objs if o.kind == "PodDisruptionBudget"]
+    mine = [p for p in pdbs if selector_matches(p.doc["spec"].get("selector"), sts.pod_labels)]
+    ensure(len(mine) == 1, f"expected one PodDisruptionBudget selecting the Redis Cluster nodes, found {len(mine)}")
+    spec = mine[0].doc["spec"]
+    others = [w.name for w in ctx.workloads() + [rc.job] if selector_matches(spec["selector"], w.pod_labels)]
+    ensure(not others, f"PDB/{mine[0].name} also selects {others}")
+    # One node at a time: two down at once may be a master and its replica.
+    ensure(spec.get("maxUnavailable") == 1 or spec.get("minAvailable") == sts.replicas - 1,
+           f"PDB/{mine[0].name} must allow exactly one node down at a time (maxUnavailable: 1)")
+
+
+@check("redis-cluster-maxmemory-policy")
+def _(ctx: Context) -> None:
+    rc = redis_cluster(ctx)
+    flags = start_flags(rc.script("start.sh"))
+    policy = flags.get("maxmemory-policy", "noeviction")
+    # The room keys chat:{room}:seq and :history have no TTL; only the
+    # idempotency markers do. volatile-* evicts only keys with a TTL;
+    # allkeys-* would evict a seq counter and reuse seqs.
+    ensure(policy == "noeviction" or policy.startswith("volatile-"),
+           f"maxmemory-policy {policy} may evict room keys; use noeviction or a volatile-* policy")
+    ensure("maxmemory" in flags, "start.sh sets no --maxmemory: Redis would grow until the container is OOM-killed")
+    limit = (rc.sts.containers[0].get("resources") or {}).get("limits", {}).get("memory")
+    ensure(limit, "the nodes have no memory limit")
+    ensure(mem_bytes(flags["maxmemory"].replace("mb", "Mi").replace("gb", "Gi")) <= 0.75 * mem_bytes(limit),
+           f"maxmemory {flags['maxmemory']} leaves too little of the {limit} limit for output buffers")
+    ensure(flags.get("save") == "" and flags.get("appendonly") == "no",
+           "the nodes persist nothing (--save \"\" --appendonly no), like the single Redis; docs/kubernetes.md says why")
+
+
+@check("redis-cluster-init-job")
+def _(ctx: Context) -> None:
+    rc = redis_cluster(ctx)
+    sts, job = rc.sts, rc.job
+    ensure(job.pod_spec.get("restartPolicy") in ("Never", "OnFailure"), "the init Job needs restartPolicy Never or OnFailure")
+    c = job.containers[0]
+    ensure(c.get("image") == sts.containers[0].get("image"), "the init Job must use the nodes' image (the same redis-cli)")
+    nodes = literal_env(c).get("CLUSTER_NODES", "").split()
+    ensure(nodes == rc.seeds(), f"init Job CLUSTER_NODES {nodes} != the StatefulSet's pods {rc.seeds()}")
+    script = rc.script("init.sh")
+    ensure(re.search(r"--cluster create\b.*--cluster-replicas 1", script), "init.sh must create the cluster with one replica per master")
+    ensure("cluster_slots_assigned" in script and re.search(r"\[ \"\$formed\" -gt 0 \]", script),
+           "init.sh must leave a formed cluster alone (check cluster_slots_assigned before creating)")
+    ensure(re.search(r"cluster_state\)\" = ok", script), "init.sh must wait for cluster_state:ok")
+    # Its pods must not look like nodes (the Service, PDB and policies
+    # select the nodes by label) nor like any other workload's.
+    adopted = [w.name for w in [sts] + ctx.workloads()
+               if w.kind != "Job" and selector_matches(w.obj.doc["spec"].get("selector"), job.pod_labels)]
+    ensure(not adopted, f"the init Job's pods carry the labels that select {adopted}")
+
+
+@check("redis-cluster-server-switch")
+def _(ctx: Context) -> None:
+    rc = redis_cluster(ctx)
+    base = ctx.server_container.get("env", [])
+    ensure(any(e["name"] == "REDIS_URL" for e in base) and not any(e["name"] == "REDIS_CLUSTER_NODES" for e in base),
+           "k8s/33-websocket-statefulset.yaml must keep the single Redis (REDIS_URL) as the default")
+    to_cluster, to_single = rc.patches.get("server-to-cluster.yaml"), rc.patches.get("server-to-single.yaml")
+    ensure(to_cluster and to_single, f"{RC_DIR}/patches/ needs server-to-cluster.yaml and server-to-single.yaml")
+    env = apply_env_patch(base, to_cluster, SERVER_CONTAINER)
+    names = [e["name"] for e in env]
+    ensure("REDIS_URL" not in names, "server-to-cluster.yaml leaves REDIS_URL set")
+    ensure(len(names) == len(set(names)), f"server-to-cluster.yaml leaves duplicate variables: {names}")
+    seeds = (literal_env({"env": env}).get("REDIS_CLUSTER_NODES") or "").split(",")
+    want = [f"redis://{h}:{RC_PORT}" for h in rc.seeds()]
+    ensure(seeds == want, f"server-to-cluster.yaml: REDIS_CLUSTER_NODES {seeds} != every node {want}")
+    ensure(not any("@" in s for s in seeds), "REDIS_CLUSTER_NODES carries a password; it comes from REDIS_PASSWORD")
+    back = apply_env_patch(env, to_single, SERVER_CONTAINER)
+    key = lambda es: sorted((e["name"], json.dumps(e, sort_keys=True)) for e in es)  # noqa: E731
+    ensure(key(back) == key(base), "server-to-single.yaml does not restore the server's default Redis environment")
+    with open(os.path.join(ctx.root, "docs/kubernetes.md"), encoding="utf-8") as f:
+        doc = f.read()
+    for name in ("server-to-cluster.yaml", "server-to-single.yaml"):
+        ensure(f"--patch-file {RC_DIR}/patches/{name}" in doc, f"docs/kubernetes.md does not show how to apply patches/{name}")
+
+
+@check("redis-cluster-switch-env-known", group="http")
+def _(ctx: Context) -> None:
+    """The server reads every variable the switch sets (needs the binary)."""
+    rc = redis_cluster(ctx)
+    known = set(ctx.list_env())
+    env = apply_env_patch(ctx.server_container.get("env", []), rc.patches["server-to-cluster.yaml"], SERVER_CONTAINER)
+    for e in env:
+        ensure(e["name"] in known, f"server-to-cluster.yaml sets {e['name']}, which the server does not read (not in --list-env)")
+
+
+# ---------------------------------------------------------------------------
 
 
 def run_checks(ctx: Context, groups: set[str], only: set[str] | None = None, quiet: bool = False) -> dict[str, str | None]:

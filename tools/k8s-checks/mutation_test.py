@@ -258,6 +258,54 @@ MUTATIONS = [
 ]
 
 
+# The optional Redis Cluster (k8s/optional/redis-cluster/), kept apart from
+# the list above so the two change independently.
+RC = "k8s/optional/redis-cluster/"
+RC_STS = RC + "13-redis-cluster-statefulset.yaml"
+RC_SCRIPTS = RC + "12-redis-cluster-scripts.yaml"
+RC_POLICY = RC + "10-redis-cluster-networkpolicy.yaml"
+RC_TO_CLUSTER = RC + "patches/server-to-cluster.yaml"
+MUTATIONS += [
+    M("Redis Cluster nodes not in cluster mode", "redis-cluster-shape", RC_SCRIPTS,
+      "--cluster-enabled yes", "--cluster-enabled no"),
+    M("Redis Cluster of five nodes", "redis-cluster-shape", RC_STS, "  replicas: 6\n", "  replicas: 5\n"),
+    M("Redis Cluster on another Redis image", "redis-cluster-shape", RC_STS, "image: redis:7.2.16-alpine@", "image: redis:7.2.15-alpine@"),
+    M("cluster bus on another port than declared", "redis-cluster-shape", RC_SCRIPTS,
+      "--cluster-port 16379", "--cluster-port 16380"),
+    M("nodes.conf off the volume", "redis-cluster-shape", RC_SCRIPTS,
+      "conf=/data/nodes.conf", "conf=/tmp/nodes.conf"),
+    M("Redis Cluster headless Service hides unready nodes", "redis-cluster-shape", RC + "11-redis-cluster-service.yaml",
+      "  publishNotReadyAddresses: true\n", ""),
+    M("Redis Cluster password as a literal", "redis-cluster-password-from-secret", RC_STS,
+      "            - name: REDIS_PASSWORD\n              valueFrom:\n                secretKeyRef:\n"
+      "                  name: redis-secret\n                  key: password\n",
+      "            - name: REDIS_PASSWORD\n              value: changeme\n"),
+    M("Redis Cluster replicas do not authenticate to masters", "redis-cluster-password-from-secret", RC_SCRIPTS,
+      '      --masterauth "${REDIS_PASSWORD}" \\\n', ""),
+    M("cluster bus closed between the nodes", "redis-cluster-networkpolicy", RC_POLICY, "port: 16379", "port: 16380"),
+    M("cluster bus open to the server pods", "redis-cluster-networkpolicy", RC_POLICY,
+      "    - from:\n        - podSelector:\n            matchLabels:\n              app: redis-cluster\n      ports:\n"
+      "        - protocol: TCP\n          port: 16379\n",
+      "    - ports:\n        - protocol: TCP\n          port: 16379\n"),
+    M("server pods cannot reach the Redis Cluster", "redis-cluster-networkpolicy", RC_POLICY,
+      "              app: websocket-server\n", "              app: websocket\n"),
+    M("Redis Cluster PDB allows two nodes down", "redis-cluster-pdb", RC + "14-redis-cluster-pdb.yaml",
+      "maxUnavailable: 1", "maxUnavailable: 2"),
+    M("Redis Cluster evicts room keys", "redis-cluster-maxmemory-policy", RC_SCRIPTS,
+      "--maxmemory-policy volatile-lru", "--maxmemory-policy allkeys-lru"),
+    M("Redis Cluster without maxmemory", "redis-cluster-maxmemory-policy", RC_SCRIPTS, "      --maxmemory 160mb \\\n", ""),
+    M("Redis Cluster init Job misses a node", "redis-cluster-init-job", RC + "15-redis-cluster-init-job.yaml",
+      " redis-cluster-5.redis-cluster\n", "\n"),
+    M("Redis Cluster init Job recreates a formed cluster", "redis-cluster-init-job", RC_SCRIPTS,
+      '    if [ "$formed" -gt 0 ]; then', '    if [ "$formed" -gt 99 ]; then'),
+    M("switch patch keeps REDIS_URL", "redis-cluster-server-switch", RC_TO_CLUSTER,
+      "            - name: REDIS_URL\n              $patch: delete\n", ""),
+    M("switch patch misses a seed", "redis-cluster-server-switch", RC_TO_CLUSTER,
+      ",redis://redis-cluster-5.redis-cluster:6379", ""),
+    M("switching back leaves the cluster password", "redis-cluster-server-switch", RC + "patches/server-to-single.yaml",
+      "            - name: REDIS_PASSWORD\n              $patch: delete\n", ""),
+]
+
 def make_copy(repo: str, dst: str) -> None:
     for rel in COPIED:
         src = os.path.join(repo, rel)
