@@ -72,6 +72,8 @@ cleanup() {
     for d in "${tmpdirs[@]}"; do rm -rf "$d"; done
 }
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 newtmp() {
     local d
     d=$(mktemp -d "${TMPDIR:-/tmp}/check-image.XXXXXX")
@@ -230,7 +232,7 @@ SOURCE_URL=$(git remote get-url origin 2>/dev/null || echo unknown)
 build() { # build CONTEXT TAG LOG
     local revision
     revision=$(git -C "$1" rev-parse HEAD 2>/dev/null || echo unknown)
-    podman build -f "$1/$DOCKERFILE" -t "$2" \
+    podman build --force-rm -f "$1/$DOCKERFILE" -t "$2" \
         --build-arg RUST_IMAGE="$RUST_IMAGE" --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
         --build-arg REVISION="$revision" --build-arg SOURCE_URL="$SOURCE_URL" \
         -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
