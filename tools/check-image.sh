@@ -325,7 +325,9 @@ while read -r kind a b; do
         SECRET) secrets+=("$a") ;;
     esac
 done <<<"$spec"
-echo "env: ${env_args[*]//-e /}"
+env_shown=()
+for a in "${env_args[@]}"; do [[ "$a" == -e ]] || env_shown+=("$a"); done
+echo "env: ${env_shown[*]}"
 [[ ${#secrets[@]} -eq 0 ]] || echo "not set (from Secrets, the cluster's Redis and MongoDB): ${secrets[*]}; the server runs as one node"
 name=websocket-image-check-$$
 podman run -d --name "$name" --read-only --user 10001:10001 --cap-drop=ALL \
