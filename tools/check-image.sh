@@ -65,20 +65,19 @@ die() {
 }
 
 containers=()
-tmpdirs=()
+# Every temporary file lives under WORK (newtmp runs in a command
+# substitution, a subshell, so it cannot record what it creates).
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/check-image.XXXXXX")
 cleanup() {
-    local c d
+    local c
     for c in "${containers[@]}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
-    for d in "${tmpdirs[@]}"; do rm -rf "$d"; done
+    rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 newtmp() {
-    local d
-    d=$(mktemp -d "${TMPDIR:-/tmp}/check-image.XXXXXX")
-    tmpdirs+=("$d")
-    printf '%s' "$d"
+    mktemp -d "$WORK/XXXXXX"
 }
 apt_install() {
     # Another process (a parallel apt run) may hold the dpkg lock: wait for it.
