@@ -4,12 +4,14 @@
 #   tools/test.sh           everything: lint, unit + integration tests (real
 #                           redis-server and MongoDB-wire server), Autobahn
 #                           conformance, a bounded fuzz pass, manifest checks,
-#                           the browser test
+#                           the container image (built and run), the browser
+#                           test
 #   tools/test.sh --quick   lint and cargo tests only
 #
 # Installs (as root, when missing): Debian packages redis-server, haproxy,
-# ShellCheck, python3-venv, chromium; a Python venv (.venv-test) with the
-# MongoDB wire-protocol server nx-27017; cargo-fuzz. Everything it starts
+# ShellCheck, python3-venv, chromium, and for the image step podman, buildah,
+# runc, uidmap, mmdebstrap (tools/check-image.sh); a Python venv (.venv-test)
+# with the MongoDB wire-protocol server nx-27017; cargo-fuzz. Everything it starts
 # listens on 127.0.0.1 and is stopped by the tests themselves.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -87,6 +89,17 @@ tools/localcluster-test.sh
 
 step "Kubernetes manifests, Dockerfile and scripts (offline checks)"
 tools/check-k8s.sh target/debug/websocket-server
+
+step "container image: built with podman and run as the StatefulSet runs it"
+image_start=$SECONDS
+rc=0
+tools/check-image.sh || rc=$?
+if [ "$rc" = 77 ]; then
+    echo "container image: SKIPPED (no container engine and none can be installed here; see above)"
+elif [ "$rc" != 0 ]; then
+    exit "$rc"
+fi
+echo "container image step: $((SECONDS - image_start)) s"
 
 step "chat page in headless Chromium"
 SERVER_BIN="$ROOT/target/debug/websocket-server" tools/browser/run.sh

@@ -173,18 +173,23 @@ class Dockerfile:
             rest = rest.strip()
             if instr == "FROM":
                 parts = rest.split()
-                image = parts[0]
-                for k, v in df.args.items():
-                    image = image.replace("${%s}" % k, v).replace("$" + k, v)
+                image = df.expand(parts[0])
                 alias = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
                 df.stages.append({"from": image, "as": alias, "instructions": []})
             elif not df.stages:
                 if instr == "ARG":
                     k, _, v = rest.partition("=")
-                    df.args[k] = v
+                    df.args[k] = df.expand(v)
             else:
                 df.stages[-1]["instructions"].append((instr, rest))
         return df
+
+    def expand(self, text: str) -> str:
+        """text with the global ARGs declared so far substituted (their
+        defaults: what a build without --build-arg uses)."""
+        for k, v in self.args.items():
+            text = text.replace("${%s}" % k, v).replace("$" + k, v)
+        return text
 
     @property
     def final(self) -> dict:
@@ -887,9 +892,23 @@ def _(ctx: Context) -> None:
     ensure(re.search(r"cargo build --release --locked -p websocket-server", build), "build with cargo build --release --locked -p websocket-server")
     ensure("bookworm" in df.stages[0]["from"], f"build stage {df.stages[0]['from']} must be Debian 12 (bookworm) to match the runtime glibc")
     # Every workspace member's manifest is copied for the dependency layer.
+    import tomllib
     with open(os.path.join(ctx.cargo_root, "Cargo.toml"), "rb") as f:
-        import tomllib
-        members = tomllib.load(f)["workspace"]["members"]
+        workspace = tomllib.load(f)["workspace"]
+    members = workspace["members"]
+    # The OCI labels a registry shows: the crate's version and licence.
+    labels = {}
+    for args in df.final_instr("LABEL"):
+        for k, v in re.findall(r'([\w.-]+)=("(?:[^"\\]|\\.)*"|\S+)', args):
+            labels[k] = v[1:-1] if v.startswith('"') else v
+    with open(os.path.join(ctx.cargo_root, "server/Cargo.toml"), "rb") as f:
+        version = tomllib.load(f)["package"]["version"]
+    oci = "org.opencontainers.image."
+    ensure(labels.get(oci + "version") == version, f"label {oci}version {labels.get(oci + 'version')!r} != the crate's {version}")
+    license = workspace["package"]["license"]
+    ensure(labels.get(oci + "licenses") == license, f"label {oci}licenses {labels.get(oci + 'licenses')!r} != {license}")
+    for key in ("title", "source", "revision"):
+        ensure(labels.get(oci + key), f"the runtime stage sets no {oci}{key} label")
     copied = " ".join(df.all_instr("COPY"))
     for m in members:
         ensure(f"{m}/Cargo.toml" in copied, f"docker/Dockerfile does not copy {m}/Cargo.toml (workspace member)")

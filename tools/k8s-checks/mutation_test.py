@@ -243,6 +243,8 @@ MUTATIONS = [
       "ENTRYPOINT [", 'HEALTHCHECK CMD ["/usr/local/bin/websocket-server", "--help"]\nENTRYPOINT ['),
     M("runtime image copies the sources", "dockerfile-contract", DOCKERFILE,
       "COPY --from=build", "COPY server /src/server\nCOPY --from=build"),
+    M("image version label differs from the crate", "dockerfile-contract", DOCKERFILE,
+      'image.version="0.1.0"', 'image.version="0.0.9"'),
     M("Rust toolchain older than a dependency needs", "dockerfile-toolchain-new-enough", DOCKERFILE,
       "ARG RUST_VERSION=1.95", "ARG RUST_VERSION=1.84"),
     M(".dockerignore drops the embedded chat page", "dockerignore-keeps-build-inputs", ".dockerignore",
