@@ -41,6 +41,13 @@ impl Backoff {
         self.next_try.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
     }
 
+    /// [`Backoff::failed`], also saying whether this failure is the first
+    /// since the last success (what callers log once per outage).
+    pub fn failed_first(&mut self) -> (Duration, bool) {
+        let first = !self.failing();
+        (self.failed(), first)
+    }
+
     /// Records a failure: the next attempt waits a jittered, doubled delay.
     /// Returns that wait.
     pub fn failed(&mut self) -> Duration {

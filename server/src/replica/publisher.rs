@@ -233,8 +233,7 @@ impl Publisher {
         m.redis_publisher_up.store(0, Relaxed);
         self.cons.remove(node);
         self.up = false;
-        let first = !self.backoff.failing();
-        let wait = self.backoff.failed();
+        let (wait, first) = self.backoff.failed_first();
         if first {
             log::warn!(
                 "Redis publisher lost {node} ({}); holding {holding} messages, reconnecting with backoff (next in {wait:?})",
@@ -310,8 +309,7 @@ impl Publisher {
             Some((node, e)) => {
                 m.redis_errors.fetch_add(1, Relaxed);
                 m.redis_publisher_up.store(0, Relaxed);
-                let first = !self.backoff.failing();
-                let wait = self.backoff.failed();
+                let (wait, first) = self.backoff.failed_first();
                 if first {
                     log::warn!(
                         "Redis publisher cannot connect to {node} ({}); retrying with backoff (next in {wait:?})",

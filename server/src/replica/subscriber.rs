@@ -290,8 +290,7 @@ impl Subscriber {
             r.leaving = false;
             self.live.set(room, false);
         }
-        let first = !self.backoff.failing();
-        let wait = self.backoff.failed();
+        let (wait, first) = self.backoff.failed_first();
         if first {
             log::warn!("Redis subscription to {node} lost ({why}); resubscribing with backoff (next in {wait:?})");
         }

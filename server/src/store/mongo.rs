@@ -389,8 +389,7 @@ impl Writer {
                         self.backoff.succeeded();
                     } else {
                         m.mongo_retried.fetch_add(1, Relaxed);
-                        let first = !self.backoff.failing();
-                        let wait = self.backoff.failed();
+                        let (wait, first) = self.backoff.failed_first();
                         if first {
                             log::warn!(
                                 "MongoDB refused {} messages for now (e.g. no primary); retrying them in {wait:?}",
@@ -402,8 +401,7 @@ impl Writer {
                 Err(e) => {
                     m.mongo_errors.fetch_add(1, Relaxed);
                     m.mongo_retried.fetch_add(1, Relaxed);
-                    let first = !self.backoff.failing();
-                    let wait = self.backoff.failed();
+                    let (wait, first) = self.backoff.failed_first();
                     if first {
                         log::warn!(
                             "MongoDB write of {} messages failed ({}); retrying in {:?}, queue {}",
