@@ -56,8 +56,141 @@ pub struct Chat<'a> {
 }
 
 /// Parses a text frame from the server.
+///
+/// Live chat frames are flat objects of plain strings and numbers, and at
+/// fan-out rates parsing them is most of the client's work: those take
+/// [`parse_flat`], which yields what serde would; anything else (escapes,
+/// nested values such as a join's history, malformed text) goes to serde_json.
 pub fn parse(text: &str) -> Result<Incoming<'_>, serde_json::Error> {
-    serde_json::from_str(text)
+    match parse_flat(text) {
+        Some(frame) => Ok(frame),
+        None => serde_json::from_str(text),
+    }
+}
+
+/// The fast path of [`parse`]: a JSON object whose keys and values are strings
+/// without escapes, unsigned integers, booleans or null, each key at most once, with a
+/// `type`. `None` for anything else, so the caller falls back to serde.
+fn parse_flat(text: &str) -> Option<Incoming<'_>> {
+    let b = text.as_bytes();
+    let mut f = Incoming {
+        kind: Cow::Borrowed(""),
+        message: None,
+        pod: None,
+        room: None,
+        seq: None,
+        last_seq: None,
+        recovered: None,
+        history: None,
+        code: None,
+    };
+    let mut seen = 0u16;
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return None; // no type
+    }
+    loop {
+        let (key, next) = flat_string(text, i)?;
+        i = skip_ws(b, next);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let value_start = i;
+        let value: Flat<'_> = match b.get(i)? {
+            b'"' => {
+                let (s, next) = flat_string(text, i)?;
+                i = next;
+                Flat::Str(s)
+            }
+            b'0'..=b'9' => {
+                let end = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let n = text[i..end].parse().ok()?;
+                i = end;
+                Flat::Num(n)
+            }
+            _ => {
+                let rest = &text[value_start..];
+                let (v, len) = [("true", Flat::Bool(true)), ("false", Flat::Bool(false)), ("null", Flat::Null)]
+                    .into_iter()
+                    .find(|(word, _)| rest.starts_with(word))
+                    .map(|(word, v)| (v, word.len()))?;
+                i += len;
+                v
+            }
+        };
+        let slot = match key {
+            "type" => 0,
+            "message" => 1,
+            "podName" => 2,
+            "room" => 3,
+            "seq" => 4,
+            "lastSeq" => 5,
+            "recovered" => 6,
+            "history" => 7,
+            "code" => 8,
+            _ => 15,
+        };
+        if slot != 15 {
+            if seen & (1 << slot) != 0 {
+                return None; // serde rejects a duplicate field
+            }
+            seen |= 1 << slot;
+        }
+        match (slot, value) {
+            (0, Flat::Str(s)) => f.kind = Cow::Borrowed(s),
+            (1, Flat::Str(s)) => f.message = Some(Cow::Borrowed(s)),
+            (2, Flat::Str(s)) => f.pod = Some(Cow::Borrowed(s)),
+            (3, Flat::Str(s)) => f.room = Some(Cow::Borrowed(s)),
+            (4, Flat::Num(n)) => f.seq = Some(n),
+            (5, Flat::Num(n)) => f.last_seq = Some(n),
+            (6, Flat::Bool(v)) => f.recovered = Some(v),
+            (8, Flat::Str(s)) => f.code = Some(Cow::Borrowed(s)),
+            (1..=8, Flat::Null) | (15, _) => {}
+            _ => return None, // a type serde would judge: let it
+        }
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' if skip_ws(b, i + 1) == b.len() && seen & 1 != 0 => return Some(f),
+            _ => return None,
+        }
+    }
+}
+
+/// A value of a flat object.
+enum Flat<'a> {
+    Str(&'a str),
+    Num(u64),
+    Bool(bool),
+    Null,
+}
+
+/// The string starting with the quote at `i` and the index after its closing
+/// quote; `None` for an escape (serde's to decode). The client's hot loop, so
+/// it searches with memchr and does not look for raw control characters
+/// (invalid in JSON; serde would refuse them, and so does the server's encoder).
+fn flat_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let len = memchr::memchr2(b'"', b'\\', &b[i + 1..])?;
+    if b[i + 1 + len] == b'\\' {
+        return None;
+    }
+    Some((&text[i + 1..i + 1 + len], i + len + 2))
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
 }
 
 /// What a message's marker says.
@@ -148,6 +281,37 @@ mod tests {
         assert!(!is_shutdown_notice("Connected to pod: x"));
         assert!(parse("not json").is_err());
         assert!(parse(r#"{"message":"no type"}"#).is_err());
+    }
+
+    /// The fast path yields what serde yields, and declines what it cannot judge.
+    #[test]
+    fn flat_frames_parse_as_serde_does() {
+        let same = [
+            r#"{"type":"chat","username":"u","message":"cf|01|2|3|4|xx","podName":"p","timestamp":"t","room":"r","seq":5,"id":"p-5"}"#,
+            r#"{ "type" : "system", "message":"Connected", "lastSeq": 0, "recovered": false, "podName": null }"#,
+            r#"{"type":"error","code":"rate_limited","message":"slow down","extra":true,"n":12}"#,
+            r#"{"type":"chat","seq":18446744073709551615}"#,
+        ];
+        for text in same {
+            let fast = parse_flat(text).unwrap_or_else(|| panic!("fast path declined {text}"));
+            let slow: Incoming<'_> = serde_json::from_str(text).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
+        }
+        let declined = [
+            r#"{"type":"chat","message":"a\"b","seq":1}"#,   // an escape
+            r#"{"type":"system","lastSeq":1,"history":[]}"#, // a nested value
+            r#"{"type":"chat","seq":-1}"#,                   // not a u64
+            r#"{"type":"chat","seq":1.5}"#,                  // not an integer
+            r#"{"type":"chat","seq":"1"}"#,                  // the wrong type
+            r#"{"type":"chat","seq":1,"seq":2}"#,            // a duplicate
+            r#"{"message":"no type"}"#,                      // no type
+            r#"{"type":"chat"} x"#,                          // trailing text
+            r#"{"type":"chat","#,                            // truncated
+        ];
+        for text in declined {
+            assert!(parse_flat(text).is_none(), "{text}");
+        }
+        assert_eq!(parse(r#"{"type":"chat","seq":1.5}"#).map(|f| f.seq).ok(), None);
     }
 
     #[test]
