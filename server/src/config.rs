@@ -61,6 +61,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         help: "bytes queued to one client before it is closed as a slow consumer (1008)",
     },
     EnvVar {
+        name: "WRITE_DUTY_PERCENT",
+        default: "50",
+        help:
+            "under load, share of a worker's time its write passes may take; the rest coalesces output (100: no pacing)",
+    },
+    EnvVar {
         name: "WS_COMPRESSION",
         default: "1",
         help: "1 accepts permessage-deflate offers (each broadcast compressed once); 0 ignores them",
@@ -218,6 +224,8 @@ pub struct Config {
     pub max_chat_bytes: usize,
     /// Outbound bytes queued to one client before it counts as a slow consumer.
     pub max_outbound_bytes: usize,
+    /// Percent of a worker's time its flush passes may take under load (net::pacing).
+    pub write_duty_percent: u32,
     /// Accept permessage-deflate offers.
     pub compression: bool,
     /// Messages shorter than this are never compressed.
@@ -328,6 +336,7 @@ impl Config {
             max_message_bytes: at_least(125, "MAX_MESSAGE_BYTES", parse(&get, "MAX_MESSAGE_BYTES", 65_536)?)?,
             max_chat_bytes: at_least(1, "MAX_CHAT_BYTES", parse(&get, "MAX_CHAT_BYTES", 4096)?)?,
             max_outbound_bytes: at_least(65_536, "MAX_OUTBOUND_BYTES", parse(&get, "MAX_OUTBOUND_BYTES", 1 << 20)?)?,
+            write_duty_percent: within(1, 100, "WRITE_DUTY_PERCENT", parse(&get, "WRITE_DUTY_PERCENT", 50)?)? as u32,
             compression: parse_bool_or(&get, "WS_COMPRESSION", true)?,
             compression_min_bytes: parse(&get, "COMPRESSION_MIN_BYTES", 128)?,
             max_request_bytes: at_least(512, "MAX_REQUEST_BYTES", parse(&get, "MAX_REQUEST_BYTES", 8192)?)?,
@@ -401,7 +410,7 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "pod={} listen={}:{} admin={} workers={} max_connections={} max_message_bytes={} max_chat_bytes={} \
-             max_outbound_bytes={} max_request_bytes={} handshake_timeout={}s ping_interval={}s rate={}/s burst={} \
+             max_outbound_bytes={} write_duty={}% max_request_bytes={} handshake_timeout={}s ping_interval={}s rate={}/s burst={} \
              history_on_join={} history_ring={} history_max_bytes={} echo_route={} compression={} compression_min_bytes={} origins={} drain_delay={}s \
              drain_window={}s redis={} mongo={} mongo_queue_max={} log_level={} auth={} per_ip={}",
             self.pod_name,
@@ -413,6 +422,7 @@ impl Config {
             self.max_message_bytes,
             self.max_chat_bytes,
             self.max_outbound_bytes,
+            self.write_duty_percent,
             self.max_request_bytes,
             self.handshake_timeout.as_secs(),
             self.ping_interval.as_secs(),
@@ -586,6 +596,7 @@ mod tests {
                     "MAX_MESSAGE_BYTES" => c.max_message_bytes as u64,
                     "MAX_CHAT_BYTES" => c.max_chat_bytes as u64,
                     "MAX_OUTBOUND_BYTES" => c.max_outbound_bytes as u64,
+                    "WRITE_DUTY_PERCENT" => c.write_duty_percent as u64,
                     "MAX_REQUEST_BYTES" => c.max_request_bytes as u64,
                     "WS_COMPRESSION" => c.compression as u64,
                     "COMPRESSION_MIN_BYTES" => c.compression_min_bytes as u64,

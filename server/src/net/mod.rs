@@ -21,10 +21,12 @@
 //! Writes are never made in the middle of handling an event or a fan-out:
 //! output is queued and the connection marked pending; `before_sleep`
 //! writes every pending connection once, gathering everything queued into
-//! vectored writes. Connections are likewise only removed in
+//! vectored writes; under load `pacing` spaces those passes so that each
+//! write carries more frames. Connections are likewise only removed in
 //! `before_sleep` (`DOOMED`), never while a room is being iterated.
 
 pub mod conn;
 pub mod listener;
 pub mod outq;
+pub mod pacing;
 pub mod worker;

@@ -44,6 +44,7 @@ use slab::Slab;
 
 use super::conn::{flag, ChatSession, Conn, Phase as ConnPhase, Service};
 use super::outq::{Chunk, SocketSink};
+use super::pacing::FlushPacer;
 use crate::chat::history::{Backing, Entry};
 use crate::chat::protocol::{self, Reject, Welcome, DRAIN_NOTICE};
 use crate::chat::ratelimit::TokenBucket;
@@ -120,6 +121,8 @@ pub struct Worker {
     inbox: Inbox,
     /// Messages were left in the inbox: poll without sleeping.
     inbox_more: bool,
+    /// When the next flush pass may start (see net::pacing).
+    pacer: FlushPacer,
     /// Lent to a connection for each read; a connection keeps bytes only
     /// when a partial frame or request remains.
     scratch: Vec<u8>,
@@ -201,6 +204,7 @@ impl Worker {
             rooms: RoomIndex::new(),
             inbox,
             inbox_more: false,
+            pacer: FlushPacer::new(state.config.write_duty_percent, Instant::now()),
             scratch: vec![0; SCRATCH_LEN],
             pending_write: Vec::new(),
             flushing: Vec::new(),
@@ -267,7 +271,10 @@ impl Worker {
                 self.on_tick();
             }
             self.drain_step();
-            self.before_sleep();
+            if self.pacer.due(Instant::now()) {
+                self.before_sleep();
+            }
+            self.remove_doomed();
             if self.finished() {
                 break;
             }
@@ -286,8 +293,11 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Duration {
-        if self.inbox_more || !self.pending_read.is_empty() || !self.pending_write.is_empty() {
+        if self.inbox_more || !self.pending_read.is_empty() {
             return Duration::ZERO;
+        }
+        if !self.pending_write.is_empty() {
+            return self.pacer.wait(Instant::now());
         }
         let to_tick = Duration::from_millis(1000 - u64::from(self.now_ms % 1000));
         match &self.drain {
@@ -1044,7 +1054,10 @@ impl Worker {
     }
 
     /// Writes every pending connection, then removes the doomed ones.
+    /// The flush pass: writes every pending connection once (the pacer
+    /// decides when it runs).
     fn before_sleep(&mut self) {
+        let start = Instant::now();
         std::mem::swap(&mut self.pending_write, &mut self.flushing);
         let mut list = std::mem::take(&mut self.flushing);
         for &entry in &list {
@@ -1059,6 +1072,11 @@ impl Worker {
         }
         list.clear();
         self.flushing = list;
+        self.pacer.passed(start, Instant::now());
+    }
+
+    /// Removes the connections marked DOOMED, every loop turn.
+    fn remove_doomed(&mut self) {
         for entry in std::mem::take(&mut self.doomed) {
             if self.listed(entry, flag::DOOMED).is_some() {
                 self.remove(entry.0);
@@ -1460,6 +1478,7 @@ mod tests {
         assert_eq!(w.slow.len(), 1);
         w.doom(key);
         w.before_sleep();
+        w.remove_doomed();
         assert!(!w.conns.contains(key));
         // A fresh connection, still in its HTTP phase, gets the same key.
         let _second = std::net::TcpStream::connect(addr).unwrap();
@@ -1473,6 +1492,7 @@ mod tests {
         w.doomed.push((key, c.id + 1000));
         w.read_pending();
         w.before_sleep();
+        w.remove_doomed();
         assert!(w.conns.contains(key), "a stale doomed entry removed the new connection");
     }
 }
