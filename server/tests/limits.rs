@@ -5,6 +5,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -87,6 +89,12 @@ fn a_slow_consumer_is_closed_and_others_are_not_stalled() {
     std::thread::spawn(move || std::io::copy(&mut drain, &mut std::io::sink()));
     let payload = "x".repeat(3900);
     let total = 2000; // ~8 MB per receiver: more than the kernel buffers of the slow one absorb
+                      // The sender never runs more than AHEAD messages (~125 KB, half the
+                      // bound) ahead of the fast reader, so the fast one stays under its bound
+                      // however the threads are scheduled on a loaded machine.
+    const AHEAD: u64 = 32;
+    let read = Arc::new(AtomicU64::new(0));
+    let progress = Arc::clone(&read);
     let reader = std::thread::spawn(move || {
         let mut last = 0;
         while last < total as u64 {
@@ -94,6 +102,7 @@ fn a_slow_consumer_is_closed_and_others_are_not_stalled() {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                 assert_eq!(v["seq"].as_u64(), Some(last + 1), "no gap");
                 last += 1;
+                progress.store(last, Ordering::Release);
             }
         }
         last
@@ -103,11 +112,17 @@ fn a_slow_consumer_is_closed_and_others_are_not_stalled() {
         serde_json::json!({"type": "chat", "message": payload}).to_string().as_bytes(),
         Some([7, 7, 7, 7]),
     );
-    for i in 0..total {
-        sender.write_all(&frame).unwrap();
-        if i % 4 == 0 {
-            std::thread::sleep(Duration::from_millis(1)); // a pace a healthy reader keeps up with
+    let waiting = Instant::now();
+    for i in 0..total as u64 {
+        while i >= read.load(Ordering::Acquire) + AHEAD {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "the fast reader stalled at {}",
+                read.load(Ordering::Acquire)
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
+        sender.write_all(&frame).unwrap();
     }
     assert_eq!(reader.join().unwrap(), total as u64, "the fast reader got everything");
     eventually("slow consumer closed", || server.metric("websocket_closes_total{reason=\"slow_consumer\"}") == 1.0);
