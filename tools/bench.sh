@@ -12,16 +12,23 @@
 # run.json, runs.csv and docs/benchmarks.md (median and range over the runs,
 # the targets, the machine, the commands).
 #
-# A full run (--scenario all --runs 3) takes about 55 minutes and loads both
-# cores: run it on an otherwise idle machine. --quick uses tiny sizes (about
-# 4 minutes for everything) to check the scripts, says so in its report, and
-# writes that report only into its results directory.
+# A full run (--scenario all --runs 3) takes about 90 minutes (the peers
+# ladder up to 40 of them) and loads both cores: run it on an otherwise idle
+# machine. --quick uses tiny sizes (about 6 minutes for everything) to check
+# the scripts, says so in its report, and writes that report only into its
+# results directory.
 # After the fan-out runs, when `perf` is installed, one more run at the first
 # rate is profiled (perf record on the server, 10 s of the steady phase) into
 # profile/; --no-profile skips it. That run's figures are not in the tables.
-# peers runs the fan-out's first rate against websocket-server (WORKERS=2 and
-# WORKERS=1) and the peer servers of tools/bench/peers (uWebSockets in Bun,
-# Node's ws; installed there with npm ci, which needs node and npm).
+# peers runs a rising ladder (one room of 2,000, 64-byte messages, 100 to
+# 1,000 senders at 1 msg/s: 200k to 2.0M deliveries/s, a fresh server per
+# step) against websocket-server (WORKERS=1 and the default WORKERS=2) and the
+# peer servers of tools/bench/peers (uWebSockets in Bun, Node's ws; installed
+# there with npm ci, which needs node and npm). The load comes from
+# PEERS_CLIENTS (default 2) connflood processes; a server's ladder stops after
+# the first step that is incomplete, behind, or at p99 >= 250 ms. At most
+# about 13 minutes per run; run alone, it replaces only its own section of the
+# doc.
 # redis measures Redis CPU per chat message with one Redis and with a
 # 3-master Redis Cluster (tools/localcluster --redis-cluster 3), and what a
 # replica spends on messages of rooms it has no member in; run alone, it
@@ -76,6 +83,7 @@ if [ "$QUICK" = 1 ]; then
     ROLL_DURATION=30 ROLL_AT=2 CLUSTER_DRAIN=(--drain-delay 1 --drain-window 2)
     IDLE_CONNS=600 IDLE_RAMP=3 IDLE_HOLD=6
     FANOUT_CONNS=200 FANOUT_RATES=(20 40) FANOUT_RAMP=2 FANOUT_DURATION=8 FANOUT_SKIP=2 PROFILE_SECS=3
+    PEERS_CONNS=200 PEERS_STEPS=(20 40) PEERS_RAMP=2 PEERS_DURATION=8 PEERS_SKIP=2 PEERS_TAIL=1 PEERS_SETTLE=2
     REDIS_CONNS=200 REDIS_ROOMS=100 REDIS_INTERVAL=200 REDIS_RAMP=3 REDIS_DURATION=14 REDIS_WARM=3 REDIS_TAIL=2
 else
     SEED_CONNS=10000 SEED_ROOMS=100 SEED_RAMP=60 SEED_DURATION=120 SEED_INTERVAL=10000 SEED_WARM=10 SEED_TAIL=10
@@ -84,6 +92,11 @@ else
     # wakers, stdio): 19,950 probes how close one process gets to the limit.
     IDLE_CONNS=19950 IDLE_RAMP=30 IDLE_HOLD=20
     FANOUT_CONNS=2000 FANOUT_RATES=(100 200 400 800 1600) FANOUT_RAMP=5 FANOUT_DURATION=25 FANOUT_SKIP=5 PROFILE_SECS=10
+    # Issue 13's ladder: one room of 2,000, S senders at 1 msg/s each, so
+    # 2,000 × S deliveries/s (200k … 2.0M); shorter steps than the fanout's so
+    # that four servers × eight steps × three runs stay under about 40 minutes.
+    PEERS_CONNS=2000 PEERS_STEPS=(100 200 300 400 500 650 800 1000) PEERS_RAMP=3 PEERS_DURATION=15 PEERS_SKIP=5
+    PEERS_TAIL=2 PEERS_SETTLE=3
     # Issue 11's measurement: 1,000 connections in 500 rooms, one message per
     # connection every 100 ms (~10,000 msg/s).
     REDIS_CONNS=1000 REDIS_ROOMS=500 REDIS_INTERVAL=100 REDIS_RAMP=10 REDIS_DURATION=40 REDIS_WARM=10 REDIS_TAIL=5
@@ -94,8 +107,14 @@ SEED_BIND_A=127.0.0.10-127.0.0.59 SEED_BIND_B=127.0.0.60-127.0.0.109
 IDLE_BINDS=(127.0.0.110-127.0.0.119 127.0.0.120-127.0.0.129 127.0.0.130-127.0.0.139)
 FANOUT_BIND=127.0.0.1-127.0.0.4
 REDIS_BIND=127.0.0.140-127.0.0.179
-# The servers of the peers scenario (see start_server).
-PEER_KINDS=(websocket-server websocket-server-1w uws-bun node-ws)
+# The peers ladder's client: PEERS_CLIENTS connflood processes, process i
+# with the source addresses 127.0.0.(180 + 4i) to 127.0.0.(183 + 4i).
+PEERS_CLIENTS=${PEERS_CLIENTS:-2}
+[[ $PEERS_CLIENTS =~ ^([1-9]|1[0-6])$ ]] || { echo "PEERS_CLIENTS must be 1-16" >&2; exit 2; }
+# A step that is incomplete, not in real time or at p99 >= this ends a server's ladder.
+PEERS_P99_LIMIT_MS=250
+# The servers of the peers scenario (see start_server), in ladder order.
+PEER_KINDS=(websocket-server-1w websocket-server uws-bun node-ws)
 PEERS=$ROOT/tools/bench/peers
 SERVER_KIND=websocket-server
 
@@ -502,19 +521,105 @@ run_fanout() {
 }
 
 # ---------------------------------------------------------------------------
-# peers: the fan-out at its first rate against websocket-server and against
-# the peer servers of tools/bench/peers, one after the other in each run, so
-# that every server meets the same machine, client and load.
+# peers: a rising ladder of the fan-out, the same steps against
+# websocket-server (WORKERS=1 and the default 2) and the peer servers of
+# tools/bench/peers, one server after the other in each run, so that every
+# server meets the same machine, client and load.
+
+# peers_load PORT SENDERS: PEERS_CONNS connections in one room, SENDERS of
+# them sending once a second, split as evenly as they go over PEERS_CLIENTS
+# connflood processes (cf-0, cf-1, ...), each with its own source addresses;
+# returns at the start of the steady window (PEERS_SKIP after the ramp).
+peers_load() {
+    local port=$1 senders=$2 i n s limit=$((PEERS_RAMP + PEERS_DURATION + PEERS_SETTLE + 60))
+    for ((i = 0; i < PEERS_CLIENTS; i++)); do
+        n=$((PEERS_CONNS / PEERS_CLIENTS + (i < PEERS_CONNS % PEERS_CLIENTS ? 1 : 0)))
+        s=$((senders / PEERS_CLIENTS + (i < senders % PEERS_CLIENTS ? 1 : 0)))
+        cf_start "cf-$i" "$limit" --url "ws://127.0.0.1:$port/ws" --connections "$n" --rooms 1 --senders "$s" \
+            --msg-interval 1000 --payload 64 --ramp-up "$PEERS_RAMP" --duration "$PEERS_DURATION" \
+            --settle "$PEERS_SETTLE" --bind "127.0.0.$((180 + 4 * i))-127.0.0.$((183 + 4 * i))" --status-every 5
+    done
+    sleep_until $((PEERS_RAMP + PEERS_SKIP))
+}
+
+# peers_step SENDERS: one step of the ladder into the (new) directory $RUN: a
+# fresh server (SERVER_KIND), the load, the steady-window samples (server CPU,
+# each connflood process's CPU, deliveries and write syscalls from /metrics,
+# the whole machine), the server stopped. Sets VERDICT to "go|stop <summary>"
+# from `tools/bench/report.py --step`, the rule the report applies too.
+peers_step() {
+    local senders=$1 base port i
+    mkdir -p "$RUN"
+    MEASURE=$RUN/measure.txt
+    : >"$MEASURE"
+    put clk_tck "$CLK_TCK"
+    put server "$SERVER_KIND"
+    put senders "$senders"
+    put msg_interval_ms 1000
+    put connections "$PEERS_CONNS"
+    put clients "$PEERS_CLIENTS"
+    put ramp_secs "$PEERS_RAMP"
+    put skip_secs "$PEERS_SKIP"
+    put p99_limit_ms "$PEERS_P99_LIMIT_MS"
+    put loadavg_before "$(loadavg)"
+    base=$(pick_base)
+    port=$((base + 1))
+    start_server "$port"
+    T0=$EPOCHREALTIME
+    peers_load "$port" "$senders"
+    # The window's ends are the midpoints of the deliveries samples: under
+    # load a curl can take a good part of a second, which would otherwise
+    # stretch the window and understate deliveries/s.
+    local cf f0=() f1=() c0 c1 d0 d1 s0 s1 mb0 mt0 mb1 mt1 a0 b0 a1 b1 total=0
+    mapfile -t cf < <(cf_procs)
+    for i in "${!cf[@]}"; do f0+=("$(cpu_ticks "${cf[$i]}")"); done
+    read -r mb0 mt0 < <(machine_ticks)
+    c0=$(cpu_ticks "$SERVER_PID")
+    a0=$EPOCHREALTIME
+    d0=$(metric "$port" websocket_messages_delivered_total)
+    b0=$EPOCHREALTIME
+    s0=$(metric "$port" websocket_write_syscalls_total)
+    sleep_until $((PEERS_RAMP + PEERS_DURATION - PEERS_TAIL))
+    s1=$(metric "$port" websocket_write_syscalls_total)
+    a1=$EPOCHREALTIME
+    d1=$(metric "$port" websocket_messages_delivered_total)
+    b1=$EPOCHREALTIME
+    c1=$(cpu_ticks "$SERVER_PID")
+    for i in "${!cf[@]}"; do f1+=("$(cpu_ticks "${cf[$i]}")"); done
+    read -r mb1 mt1 < <(machine_ticks)
+    put window_secs "$(awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" 'BEGIN { printf "%.3f", (a1 + b1 - a0 - b0) / 2 }')"
+    put window_sample_secs "$(awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" 'BEGIN { printf "%.3f", (b0 - a0) + (b1 - a1) }')"
+    for i in "${!cf[@]}"; do
+        put "window_cpu_ticks_connflood_$i" "$((f1[i] - f0[i]))"
+        total=$((total + f1[i] - f0[i]))
+    done
+    put connflood_processes_sampled "${#cf[@]}"
+    put window_cpu_ticks_connflood "$total"
+    put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
+    put window_cpu_ticks "$((c1 - c0))"
+    put window_delivered "$((${d1:-0} - ${d0:-0}))"
+    put window_write_syscalls "$((${s1:-0} - ${s0:-0}))"
+    cf_wait
+    put loadavg_after "$(loadavg)"
+    stop_server
+    VERDICT=$(python3 tools/bench/report.py --step "$RUN") || VERDICT="stop no report"
+}
 
 run_peers() {
-    local k=$1 parent
+    local k=$1 parent senders
     new_run "$k"
     parent=$RUN
     for SERVER_KIND in "${PEER_KINDS[@]}"; do
-        RUN=$parent/$SERVER_KIND
-        fanout_once "${FANOUT_RATES[0]}"
-        say "peers run $k, $SERVER_KIND: ${VERDICT#* }"
+        for senders in "${PEERS_STEPS[@]}"; do
+            RUN=$parent/$SERVER_KIND/step-$senders
+            peers_step "$senders"
+            LOG_CMDS=0 # the doc lists the first step of each server of run 1
+            say "peers run $k, $SERVER_KIND, $((senders * PEERS_CONNS)) deliveries/s offered: ${VERDICT#* }"
+            [ "${VERDICT%% *}" = go ] || break
+        done
+        [ "$k" != 1 ] || LOG_CMDS=1
     done
+    LOG_CMDS=0
     SERVER_KIND=websocket-server
     RUN=$parent
     MEASURE=$parent/measure.txt
@@ -733,6 +838,15 @@ run_profile() {
     echo "fanout_duration $FANOUT_DURATION"
     echo "fanout_skip $FANOUT_SKIP"
     echo "fanout_rates ${FANOUT_RATES[*]}"
+    echo "peers_connections $PEERS_CONNS"
+    echo "peers_steps ${PEERS_STEPS[*]}"
+    echo "peers_ramp $PEERS_RAMP"
+    echo "peers_duration $PEERS_DURATION"
+    echo "peers_skip $PEERS_SKIP"
+    echo "peers_tail $PEERS_TAIL"
+    echo "peers_settle $PEERS_SETTLE"
+    echo "peers_clients $PEERS_CLIENTS"
+    echo "peers_p99_limit_ms $PEERS_P99_LIMIT_MS"
     echo "idle_max_connections $((IDLE_CONNS + 20))"
     echo "redis_connections $REDIS_CONNS"
     echo "redis_rooms $REDIS_ROOMS"
