@@ -60,6 +60,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -n "$REPORT_ONLY" ]; then
+    # The results of a --quick run stay in their directory, as when it ran.
+    if [ -z "$DOC" ] && grep -qx 'quick yes' "$REPORT_ONLY/machine.txt" 2>/dev/null; then
+        DOC=$REPORT_ONLY/benchmarks.md
+    fi
     DOC=${DOC:-$ROOT/docs/benchmarks.md}
     python3 tools/bench/report.py "$REPORT_ONLY" "$DOC"
     echo "wrote $DOC"
@@ -597,8 +601,10 @@ peers_step() {
     put window_cpu_ticks_connflood "$total"
     put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
     put window_cpu_ticks "$((c1 - c0))"
-    put window_delivered "$((${d1:-0} - ${d0:-0}))"
-    put window_write_syscalls "$((${s1:-0} - ${s0:-0}))"
+    # A sample the server did not answer in time leaves 0 (the report then
+    # takes deliveries from connflood's progress lines), never half a window.
+    if [ -n "$d0" ] && [ -n "$d1" ]; then put window_delivered "$((d1 - d0))"; else put window_delivered 0; fi
+    if [ -n "$s0" ] && [ -n "$s1" ]; then put window_write_syscalls "$((s1 - s0))"; else put window_write_syscalls 0; fi
     cf_wait
     put loadavg_after "$(loadavg)"
     stop_server
