@@ -27,8 +27,9 @@
 # there with npm ci, which needs node and npm). The load comes from
 # PEERS_CLIENTS (default 2) connflood processes; a server's ladder stops after
 # the first step that is incomplete, behind, or at p99 >= 250 ms. At most
-# about 13 minutes per run; run alone, it replaces only its own section of the
-# doc.
+# about 15 minutes per run; run alone, it replaces only its own section of the
+# doc. PEERS_SERVERS="websocket-server-1w uws-bun" and PEERS_STEPS="500 650"
+# narrow the ladder (to rerun a part of it).
 # redis measures Redis CPU per chat message with one Redis and with a
 # 3-master Redis Cluster (tools/localcluster --redis-cluster 3), and what a
 # replica spends on messages of rooms it has no member in; run alone, it
@@ -48,6 +49,7 @@ PAGE_SIZE=$(getconf PAGESIZE)
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 SCENARIO=all RUNS=3 QUICK=0 REPORT_ONLY='' PROFILE=1
+PEERS_STEPS_ENV=${PEERS_STEPS:-} # see PEER_KINDS below
 while [ $# -gt 0 ]; do
     case $1 in
     --scenario) SCENARIO=${2:?--scenario NAME}; shift 2 ;;
@@ -119,6 +121,24 @@ PEERS_CLIENTS=${PEERS_CLIENTS:-2}
 PEERS_P99_LIMIT_MS=250
 # The servers of the peers scenario (see start_server), in ladder order.
 PEER_KINDS=(websocket-server-1w websocket-server uws-bun node-ws)
+# PEERS_SERVERS and PEERS_STEPS (space-separated) narrow the ladder, e.g. to
+# rerun a part of it; the report says which steps and servers ran.
+if [ -n "${PEERS_SERVERS:-}" ]; then
+    read -r -a PEER_KINDS <<<"$PEERS_SERVERS"
+    for k in "${PEER_KINDS[@]}"; do
+        [[ " websocket-server-1w websocket-server uws-bun node-ws " == *" $k "* ]] ||
+            { echo "PEERS_SERVERS: unknown server $k" >&2; exit 2; }
+    done
+fi
+if [ -n "$PEERS_STEPS_ENV" ]; then
+    read -r -a PEERS_STEPS <<<"$PEERS_STEPS_ENV"
+    for k in "${PEERS_STEPS[@]}"; do
+        if ! [[ $k =~ ^[1-9][0-9]{0,5}$ ]] || ((k > PEERS_CONNS)); then
+            echo "PEERS_STEPS: $k is not 1-$PEERS_CONNS" >&2
+            exit 2
+        fi
+    done
+fi
 PEERS=$ROOT/tools/bench/peers
 SERVER_KIND=websocket-server
 
