@@ -46,7 +46,7 @@ DOC=${BENCH_DOC:-}
 CLK_TCK=$(getconf CLK_TCK)
 PAGE_SIZE=$(getconf PAGESIZE)
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 
 SCENARIO=all RUNS=3 QUICK=0 REPORT_ONLY='' PROFILE=1
 PEERS_STEPS_ENV=${PEERS_STEPS:-} # see PEER_KINDS below
@@ -584,6 +584,7 @@ peers_step() {
     put clients "$PEERS_CLIENTS"
     put ramp_secs "$PEERS_RAMP"
     put skip_secs "$PEERS_SKIP"
+    put sending_secs "$PEERS_DURATION"
     put p99_limit_ms "$PEERS_P99_LIMIT_MS"
     put loadavg_before "$(loadavg)"
     base=$(pick_base)
@@ -591,33 +592,43 @@ peers_step() {
     start_server "$port"
     T0=$EPOCHREALTIME
     peers_load "$port" "$senders"
-    # The window's ends are the midpoints of the deliveries samples: under
-    # load a curl can take a good part of a second, which would otherwise
-    # stretch the window and understate deliveries/s.
-    local cf f0=() f1=() c0 c1 d0 d1 s0 s1 mb0 mt0 mb1 mt1 a0 b0 a1 b1 total=0
+    # Two windows, each timed by its own samples: CPU (the /proc reads, quick)
+    # and deliveries, whose ends are the midpoints of the /metrics requests: a
+    # loaded server can take a second or two to answer, which would otherwise
+    # stretch the window, understate deliveries/s, and let the CPU window run
+    # past the end of sending.
+    local cf f0=() f1=() c0 c1 d0 d1 s0 s1 mb0 mt0 mb1 mt1 a0 b0 a1 b1 u0 u1 total=0 gone=0
     mapfile -t cf < <(cf_procs)
-    for i in "${!cf[@]}"; do f0+=("$(cpu_ticks "${cf[$i]}")"); done
+    u0=$EPOCHREALTIME
     read -r mb0 mt0 < <(machine_ticks)
     c0=$(cpu_ticks "$SERVER_PID")
+    for i in "${!cf[@]}"; do f0+=("$(cpu_ticks "${cf[$i]}")"); done
     a0=$EPOCHREALTIME
     d0=$(metric "$port" websocket_messages_delivered_total)
     b0=$EPOCHREALTIME
     s0=$(metric "$port" websocket_write_syscalls_total)
     sleep_until $((PEERS_RAMP + PEERS_DURATION - PEERS_TAIL))
-    s1=$(metric "$port" websocket_write_syscalls_total)
+    u1=$EPOCHREALTIME
+    read -r mb1 mt1 < <(machine_ticks)
+    c1=$(cpu_ticks "$SERVER_PID")
+    for i in "${!cf[@]}"; do f1+=("$(cpu_ticks "${cf[$i]}")"); done
     a1=$EPOCHREALTIME
     d1=$(metric "$port" websocket_messages_delivered_total)
     b1=$EPOCHREALTIME
-    c1=$(cpu_ticks "$SERVER_PID")
-    for i in "${!cf[@]}"; do f1+=("$(cpu_ticks "${cf[$i]}")"); done
-    read -r mb1 mt1 < <(machine_ticks)
+    s1=$(metric "$port" websocket_write_syscalls_total)
     put window_secs "$(awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" 'BEGIN { printf "%.3f", (a1 + b1 - a0 - b0) / 2 }')"
     put window_sample_secs "$(awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" 'BEGIN { printf "%.3f", (b0 - a0) + (b1 - a1) }')"
+    put window_cpu_secs "$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.3f", b - a }')"
     for i in "${!cf[@]}"; do
-        put "window_cpu_ticks_connflood_$i" "$((f1[i] - f0[i]))"
-        total=$((total + f1[i] - f0[i]))
+        # A process gone before the end (cpu_ticks 0) has no figure.
+        if ((f1[i] >= f0[i])); then
+            put "window_cpu_ticks_connflood_$i" "$((f1[i] - f0[i]))"
+            total=$((total + f1[i] - f0[i]))
+        else
+            gone=$((gone + 1))
+        fi
     done
-    put connflood_processes_sampled "${#cf[@]}"
+    put connflood_processes_sampled "$((${#cf[@]} - gone))"
     put window_cpu_ticks_connflood "$total"
     put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
     put window_cpu_ticks "$((c1 - c0))"
@@ -640,7 +651,7 @@ run_peers() {
             RUN=$parent/$SERVER_KIND/step-$senders
             peers_step "$senders"
             LOG_CMDS=0 # the doc lists the first step of each server of run 1
-            say "peers run $k, $SERVER_KIND, $((senders * PEERS_CONNS)) deliveries/s offered: ${VERDICT#* }"
+            say "peers run $k, $SERVER_KIND, $((senders * PEERS_CONNS)) deliveries/s offered: $VERDICT"
             [ "${VERDICT%% *}" = go ] || break
         done
         [ "$k" != 1 ] || LOG_CMDS=1

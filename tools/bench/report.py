@@ -231,6 +231,8 @@ def fanout_figures(run_dir, machine):
         # the steady window (each line covers the interval since the last).
         lo = m.get("ramp_secs", machine.get("fanout_ramp", 0)) + m.get("skip_secs", machine.get("fanout_skip", 0))
         hi = lo + window + 0.5
+        if "sending_secs" in m:  # never past the end of sending
+            hi = min(hi, m.get("ramp_secs", 0) + m["sending_secs"] + 0.5)
         rates = [line["rate"] for line in status_lines(run_dir) if lo < line["t"] <= hi]
         if rates:
             delivered = statistics.mean(rates) * window
@@ -241,15 +243,21 @@ def fanout_figures(run_dir, machine):
     fig["senders"] = int(m.get("senders", 0))
     fig["msg_per_s"] = fig["senders"] * 1000 / m.get("msg_interval_ms", 1000)
     fig["deliveries_per_s"] = delivered / window if window else None
-    fig["cpu_s_per_million"] = cpu_s / (delivered / 1e6) if delivered else None
+    # The peers ladder times its CPU samples apart from its deliveries
+    # samples (window_cpu_secs): CPU per delivery is then rate over rate.
+    cpu_window = m.get("window_cpu_secs", window)
+    if "window_cpu_secs" in m:
+        fig["cpu_s_per_million"] = (cpu_s / cpu_window) / (delivered / window) * 1e6 if delivered and cpu_window else None
+    else:
+        fig["cpu_s_per_million"] = cpu_s / (delivered / 1e6) if delivered else None
     fig["deliveries_per_write"] = delivered / writes if writes else None
-    fig["server_cpu_pct"] = cpu_pct(m.get("window_cpu_ticks", 0), window, hz)
+    fig["server_cpu_pct"] = cpu_pct(m.get("window_cpu_ticks", 0), cpu_window, hz)
     if "window_cpu_ticks_connflood" in m:
-        fig["connflood_cpu_pct_steady"] = cpu_pct(m["window_cpu_ticks_connflood"], window, hz)
+        fig["connflood_cpu_pct_steady"] = cpu_pct(m["window_cpu_ticks_connflood"], cpu_window, hz)
     # Each connflood process's CPU in the window (peers ladder): one process
     # runs on one thread, so one near 100 % of a core is the bottleneck.
-    each = [cpu_pct(v, window, hz) for k, v in sorted(m.items()) if k.startswith("window_cpu_ticks_connflood_")]
-    if each and window:
+    each = [cpu_pct(v, cpu_window, hz) for k, v in sorted(m.items()) if k.startswith("window_cpu_ticks_connflood_")]
+    if each and cpu_window:
         fig["connflood_cpu_pct_each"] = [round(x, 1) for x in each]
         fig["connflood_busiest_cpu_pct"] = max(each)
     fig["machine_busy_pct_steady"] = m.get("window_machine_busy_pct")
