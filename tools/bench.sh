@@ -554,6 +554,8 @@ run_fanout() {
 # them sending once a second, split as evenly as they go over PEERS_CLIENTS
 # connflood processes (cf-0, cf-1, ...), each with its own source addresses;
 # returns at the start of the steady window (PEERS_SKIP after the ramp).
+# Progress lines every 2 s: the report falls back on them for deliveries/s
+# when a loaded server does not answer /metrics in time.
 peers_load() {
     local port=$1 senders=$2 i n s limit=$((PEERS_RAMP + PEERS_DURATION + PEERS_SETTLE + 60))
     for ((i = 0; i < PEERS_CLIENTS; i++)); do
@@ -561,7 +563,7 @@ peers_load() {
         s=$((senders / PEERS_CLIENTS + (i < senders % PEERS_CLIENTS ? 1 : 0)))
         cf_start "cf-$i" "$limit" --url "ws://127.0.0.1:$port/ws" --connections "$n" --rooms 1 --senders "$s" \
             --msg-interval 1000 --payload 64 --ramp-up "$PEERS_RAMP" --duration "$PEERS_DURATION" \
-            --settle "$PEERS_SETTLE" --bind "127.0.0.$((180 + 4 * i))-127.0.0.$((183 + 4 * i))" --status-every 5
+            --settle "$PEERS_SETTLE" --bind "127.0.0.$((180 + 4 * i))-127.0.0.$((183 + 4 * i))" --status-every 2
     done
     sleep_until $((PEERS_RAMP + PEERS_SKIP))
 }
