@@ -176,6 +176,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         help: "redis://[:password@]host:port,… seed nodes of a Redis Cluster; set: replica mode on the cluster",
     },
     EnvVar {
+        name: "REDIS_FAILOVER_HOLD_MS",
+        default: "auto",
+        help: "replica mode: ms a message waits for its Redis node (restart, failover) before its sender gets `unavailable`; auto: 3000, on a cluster 2 × cluster-node-timeout + 5000",
+    },
+    EnvVar {
         name: "MONGO_URI",
         default: "",
         help: "mongodb://… (database from the path, default `chat`); set: every message is stored",
@@ -271,6 +276,9 @@ pub struct Config {
     pub redis_password: Option<String>,
     /// How long a room stays subscribed after its last local member left.
     pub room_linger: Duration,
+    /// REDIS_FAILOVER_HOLD_MS: how long a message waits for its Redis node;
+    /// `None` (auto): derived from the deployment (see `Topology::hold`).
+    pub redis_failover_hold: Option<Duration>,
     /// MongoDB URI; `Some` enables persistence.
     pub mongo_uri: Option<String>,
     /// Bound of the MongoDB writer's queue.
@@ -372,6 +380,13 @@ impl Config {
             redis_cluster_nodes,
             redis_password: get("REDIS_PASSWORD"),
             room_linger: secs(parse(&get, "ROOM_LINGER_SECS", 30)?),
+            redis_failover_hold: match get("REDIS_FAILOVER_HOLD_MS").filter(|v| v != "auto") {
+                None => None,
+                Some(_) => match parse(&get, "REDIS_FAILOVER_HOLD_MS", 0u64)? {
+                    ms @ 100..=600_000 => Some(Duration::from_millis(ms)),
+                    _ => return Err(invalid("REDIS_FAILOVER_HOLD_MS", "must be auto or between 100 and 600000 ms")),
+                },
+            },
             mongo_uri,
             mongo_queue_max: at_least(1, "MONGO_QUEUE_MAX", parse(&get, "MONGO_QUEUE_MAX", 100_000)?)?,
         };
@@ -658,6 +673,10 @@ mod tests {
         assert_eq!(config(&[("RATE_LIMIT", "-1")]).unwrap_err().name, "RATE_LIMIT");
         assert_eq!(config(&[("REDIS_URL", "localhost:6379")]).unwrap_err().name, "REDIS_URL");
         assert_eq!(config(&[("REDIS_CLUSTER_NODES", "redis://a:1,b:2")]).unwrap_err().name, "REDIS_CLUSTER_NODES");
+        assert_eq!(config(&[("REDIS_FAILOVER_HOLD_MS", "50")]).unwrap_err().name, "REDIS_FAILOVER_HOLD_MS");
+        assert_eq!(config(&[("REDIS_FAILOVER_HOLD_MS", "auto")]).unwrap().redis_failover_hold, None);
+        let hold = config(&[("REDIS_FAILOVER_HOLD_MS", "8000")]).unwrap().redis_failover_hold;
+        assert_eq!(hold, Some(Duration::from_millis(8000)));
         let both = [("REDIS_CLUSTER_NODES", "redis://a:1"), ("REDIS_URL", "redis://b:2")];
         assert_eq!(config(&both).unwrap_err().name, "REDIS_CLUSTER_NODES");
         assert_eq!(config(&[("MONGO_URI", "localhost")]).unwrap_err().name, "MONGO_URI");

@@ -214,6 +214,13 @@ pub struct BackendMetrics {
     pub redis_received: AtomicU64,
     /// Rooms this pod is subscribed to (or subscribing, or lingering), gauge.
     pub redis_subscribed_rooms: AtomicI64,
+    /// Messages the publisher holds for Redis (node down, failing over, or
+    /// the room's subscription pending), gauge.
+    pub redis_held: AtomicI64,
+    /// Bytes of the messages the publisher holds, gauge.
+    pub redis_held_bytes: AtomicI64,
+    /// Messages refused at once because the hold was full (count or bytes).
+    pub redis_held_overflow: AtomicU64,
     /// Messages fetched to fill a seq gap.
     pub gap_filled: AtomicU64,
     /// Gaps that could not be filled (the room's clients were made to resume).
@@ -574,6 +581,24 @@ impl Metrics {
             "gauge",
             "Rooms whose Redis shard channel this pod subscribes to (members here, or left less than a linger ago).",
             &one(b.redis_subscribed_rooms.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_redis_held",
+            "gauge",
+            "Messages held for Redis (their node down or failing over, or their room's subscription pending).",
+            &one(b.redis_held.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_redis_held_bytes",
+            "gauge",
+            "Bytes of the messages held for Redis.",
+            &one(b.redis_held_bytes.load(Relaxed) as f64),
+        );
+        metric(
+            "websocket_redis_held_overflow_total",
+            "counter",
+            "Messages refused with `unavailable` at once because the hold for Redis was full.",
+            &one(b.redis_held_overflow.load(Relaxed) as f64),
         );
         metric(
             "websocket_gap_filled_total",

@@ -158,7 +158,10 @@ impl Server {
             Some(topo) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let live = Arc::new(LiveRooms::default());
+                let hold = state.config.redis_failover_hold.unwrap_or_else(|| topo.hold());
+                log::info!("Redis: a message waits up to {hold:?} for its node (REDIS_FAILOVER_HOLD_MS)");
                 let publisher = publisher::spawn(
+                    hold,
                     state.clone(),
                     publish_rx,
                     topo.clone(),

@@ -11,18 +11,26 @@
 //! Routing follows the [`Topology`]: a group goes to the node owning its
 //! slot; `MOVED` refreshes the slot map and sends the group again
 //! (nothing ran), `ASK` sends it once to the importing node after
-//! `ASKING`, `TRYAGAIN` (a slot mid-migration) waits a moment, and a
-//! cluster that is down (`CLUSTERDOWN`, unreachable masters) is treated as
-//! a Redis that is down: messages are held, then refused.
+//! `ASKING`, `TRYAGAIN` (a slot mid-migration) or `CLUSTERDOWN` (a slot
+//! without a master, mid-failover) waits a moment and reads the slot map
+//! again.
 //!
-//! While Redis is unreachable, messages are held for up to `HOLD` (a Redis
-//! restart in Kubernetes takes a few seconds) and published when it
-//! returns; what waits longer is refused with an `unavailable` error frame
-//! to its sender. Nothing is dropped silently.
+//! Health is per node. When a node's connection fails, only the messages
+//! of its slots wait — the other nodes' rooms are published as usual — and
+//! the slot map is read again at once and then every `REFRESH_MIN` while
+//! the node is down, so the promoted replica is used as soon as the
+//! cluster names it; the dead node itself is retried with its own backoff
+//! (a standalone Redis that restarts). A message waits at most the *hold*
+//! (`REDIS_FAILOVER_HOLD_MS`; by default [`Topology::hold`]: 3 s for one
+//! Redis, what a failover takes for a cluster) and is published when its
+//! node answers; what waits longer is refused with an `unavailable` error
+//! frame to its sender. What is held is bounded (`HELD_MAX` messages,
+//! `HELD_BYTES_MAX` bytes, both in `/metrics`): past that a new message is
+//! refused at once. Nothing is dropped silently.
 //!
 //! A message whose script call went out but whose reply was lost is *in
-//! doubt*: Redis may have run it. Within `HOLD` it is simply sent again
-//! (the script answers a retry with the first seq). Past `HOLD` its sender
+//! doubt*: Redis may have run it. Within the hold it is simply sent again
+//! (the script answers a retry with the first seq). Past the hold its sender
 //! is refused like the others — almost always truthfully: Redis went away
 //! before it ran — but the message is kept as *unresolved* and, once Redis
 //! answers again, the room's list is searched for its id: if the script had run after
@@ -32,9 +40,10 @@
 //!
 //! [`PUBLISH_SCRIPT`]: super::PUBLISH_SCRIPT
 //! [`Topology`]: super::topology::Topology
+//! [`Topology::hold`]: super::topology::Topology::hold
 //!
 //! A message for a room this pod is not subscribed to yet (its sender just
-//! joined: the subscription is being confirmed) waits for it, up to `HOLD`:
+//! joined: the subscription is being confirmed) waits for it, up to the hold:
 //! published earlier, the pod's own first messages could precede its
 //! subscription by more than the Redis list keeps.
 //!
@@ -67,12 +76,22 @@ use crate::store::StoreSender;
 
 /// Messages sent to Redis in one round trip at most.
 const PIPELINE_MAX: usize = 256;
-/// Messages held while Redis is unreachable, at most.
+/// Messages held for Redis, at most; past it (or `HELD_BYTES_MAX`) a new
+/// message is refused at once.
 const HELD_MAX: usize = 16_384;
-/// How long a message may wait for Redis before its sender is told.
+/// Bytes of held messages (their text, names and ids), at most.
+const HELD_BYTES_MAX: usize = 64 << 20;
+/// What a held message costs besides its strings (struct, id, queue slot).
+const HELD_OVERHEAD: usize = 160;
+/// The hold once shutdown has begun: the pod's shutdown budget counts it
+/// (server.rs, and the manifests' grace period through
+/// tools/k8s-checks), so a longer failover hold does not stretch it.
 pub const HOLD: Duration = Duration::from_secs(3);
 /// Redis socket timeouts.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connect timeout: short, since the publisher thread waits for it while
+/// the other nodes' messages queue (a node that is gone is retried soon).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// An idle connection is checked this often.
 const IDLE_PING: Duration = Duration::from_secs(1);
 /// Unresolved messages kept at most (they are looked up in the room's list).
@@ -85,6 +104,8 @@ struct Held {
     msg: ChatMessage,
     origin: Origin,
     since: Instant,
+    /// What it counts against `HELD_BYTES_MAX`.
+    bytes: usize,
     /// Its script call was sent at least once without an answer: Redis may
     /// have published it.
     in_doubt: bool,
@@ -93,8 +114,10 @@ struct Held {
 }
 
 /// Starts the publisher; it exits after [`HubCommand::Stop`] once what it
-/// holds is published or refused.
+/// holds is published or refused. A message waits at most `hold` for the
+/// node of its room ([`Topology::hold`] unless configured).
 pub fn spawn(
+    hold: Duration,
     state: Arc<ServerState>,
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
@@ -112,11 +135,12 @@ pub fn spawn(
         store,
         loader,
         cons: HashMap::new(),
-        up: false,
+        down: HashMap::new(),
+        hold,
         sha: redis::Script::new(PUBLISH_SCRIPT).get_hash().to_string(),
-        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         ids: IdGen::new(),
         held: VecDeque::new(),
+        held_bytes: 0,
         unresolved: VecDeque::new(),
         stopping: false,
         ever_connected: false,
@@ -136,15 +160,19 @@ struct Publisher {
     loader: Option<Sender<LoadRequest>>,
     /// One connection per master, the script loaded on each.
     cons: HashMap<Node, redis::Connection>,
-    /// Every master answered at the last attempt.
-    up: bool,
+    /// Nodes whose connection failed, each with its own reconnect pacing:
+    /// only the messages of their slots wait; the other nodes' go on.
+    down: HashMap<Node, Backoff>,
+    /// How long a message may wait for its node.
+    hold: Duration,
     /// SHA1 of the publish script.
     sha: String,
-    backoff: Backoff,
     ids: IdGen,
     pod: String,
     held: VecDeque<Held>,
-    /// Refused after `HOLD` while in doubt: resolved from their rooms'
+    /// Sum of the held messages' `bytes`.
+    held_bytes: usize,
+    /// Refused after the hold while in doubt: resolved from their rooms'
     /// lists once Redis answers (see the module doc).
     unresolved: VecDeque<(ChatMessage, Instant)>,
     stopping: bool,
@@ -161,45 +189,42 @@ struct Group {
 
 impl Publisher {
     fn run(mut self) {
+        self.connect_masters();
         loop {
-            if !self.up && self.backoff.ready() {
-                self.connect();
-            }
             self.take_commands();
             if self.stopping && self.held.is_empty() {
                 break;
             }
-            if self.up {
-                if !self.held.is_empty() {
-                    self.publish_batch();
-                }
-            } else if !self.held.is_empty() {
-                self.refuse_expired();
-                // Wait for Redis, taking new messages meanwhile, without spinning.
-                let wait = self.backoff.remaining().clamp(Duration::from_millis(5), Duration::from_millis(100));
-                match self.rx.recv_timeout(wait) {
-                    Ok(cmd) => self.take(cmd),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => self.stopping = true,
-                }
+            if !self.down.is_empty() {
+                self.follow_failover();
             }
+            if !self.held.is_empty() {
+                self.publish_batch();
+            }
+            self.report_held();
         }
         log::debug!("redis-publisher stopped");
     }
 
     /// Takes what is queued; when nothing is held, waits for the first
-    /// command — until the next reconnect attempt if Redis is down, or the
-    /// next idle ping if it is up (so the connection state stays true).
+    /// command — a moment if a node is down (so it is tried again and the
+    /// topology followed), else until the next idle ping (so the connection
+    /// state stays true).
     fn take_commands(&mut self) {
         if self.held.is_empty() && !self.stopping {
-            let wait = if self.up { IDLE_PING } else { self.backoff.remaining().max(Duration::from_millis(5)) };
+            let wait = if self.down.is_empty() { IDLE_PING } else { Duration::from_millis(100) };
             match self.rx.recv_timeout(wait) {
                 Ok(cmd) => self.take(cmd),
-                Err(RecvTimeoutError::Timeout) => self.ping_if_idle(),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.ping_if_idle();
+                    self.connect_masters();
+                }
                 Err(RecvTimeoutError::Disconnected) => self.stopping = true,
             }
         }
-        while self.held.len() < HELD_MAX && !self.stopping {
+        // Everything queued is taken (beyond the hold's bounds, refused at
+        // once): the workers' channel never backs up behind a dead node.
+        while !self.stopping {
             match self.rx.try_recv() {
                 Ok(cmd) => self.take(cmd),
                 Err(_) => break,
@@ -210,37 +235,117 @@ impl Publisher {
     /// Checks idle connections, so an outage is seen (and logged, and
     /// counted) before the next message needs Redis.
     fn ping_if_idle(&mut self) {
-        if !self.up {
-            return;
-        }
-        let mut failed = None;
+        let mut failed = Vec::new();
         for (node, con) in self.cons.iter_mut() {
             if let Err(e) = redis::cmd("PING").query::<String>(con) {
-                failed = Some((node.clone(), e));
-                break;
+                failed.push((node.clone(), e));
             }
         }
-        if let Some((node, e)) = failed {
-            self.lost(&node, &e, 0);
+        for (node, e) in failed {
+            self.lost(&node, &e);
         }
     }
 
-    /// The connection to `node` failed: Redis is down for this publisher
-    /// until every master answers again.
-    fn lost(&mut self, node: &Node, e: &redis::RedisError, holding: usize) {
+    /// The connection to `node` failed: the messages of its slots wait
+    /// (until it answers again, or the topology names another owner);
+    /// the other nodes' go on. The slot map is read again at once.
+    fn lost(&mut self, node: &Node, e: &redis::RedisError) {
         let m = &self.state.metrics.backend;
         m.redis_errors.fetch_add(1, Relaxed);
         m.redis_publisher_up.store(0, Relaxed);
         self.cons.remove(node);
-        self.up = false;
-        let (wait, first) = self.backoff.failed_first();
+        let backoff = self
+            .down
+            .entry(node.clone())
+            .or_insert_with(|| Backoff::new(Duration::from_millis(50), Duration::from_secs(1)));
+        let (wait, first) = backoff.failed_first();
         if first {
             log::warn!(
-                "Redis publisher lost {node} ({}); holding {holding} messages, reconnecting with backoff (next in {wait:?})",
-                one_line(e)
+                "Redis publisher lost {node} ({}); holding its rooms' messages (up to {:?}), reconnecting with \
+                 backoff (next in {wait:?}); {} held",
+                one_line(e),
+                self.hold,
+                self.held.len()
             );
         }
         self.topo.refresh();
+    }
+
+    /// While a node is down: reads the slot map again (rate-limited by the
+    /// topology), so a failover is followed as soon as the cluster has
+    /// promoted a replica; nodes no longer masters are forgotten.
+    fn follow_failover(&mut self) {
+        if self.topo.is_cluster() {
+            self.topo.refresh();
+        }
+        let masters = self.topo.masters();
+        let before = self.down.len();
+        self.down.retain(|n, _| masters.contains(n));
+        self.cons.retain(|n, _| masters.contains(n));
+        if self.down.len() < before {
+            log::info!("Redis publisher: the slot map names new masters; sending their rooms' messages there");
+        }
+        if self.down.is_empty() {
+            self.recovered();
+        }
+    }
+
+    /// Every node answers again.
+    fn recovered(&mut self) {
+        let m = &self.state.metrics.backend;
+        m.redis_publisher_up.store(1, Relaxed);
+        m.redis_reconnects.fetch_add(1, Relaxed);
+        log::info!("Redis publisher reconnected");
+        self.resolve_unresolved();
+    }
+
+    /// Connects `node` if it has no connection (and is not waiting out its
+    /// backoff), loading the script. Whether it is connected.
+    fn ensure(&mut self, node: &Node) -> bool {
+        if self.cons.contains_key(node) {
+            return true;
+        }
+        if self.down.get(node).is_some_and(|b| !b.ready()) {
+            return false;
+        }
+        let attempt =
+            self.topo.client(node).and_then(|c| c.get_connection_with_timeout(CONNECT_TIMEOUT)).and_then(|mut c| {
+                c.set_read_timeout(Some(IO_TIMEOUT))?;
+                c.set_write_timeout(Some(IO_TIMEOUT))?;
+                redis::Script::new(PUBLISH_SCRIPT).load(&mut c)?;
+                Ok(c)
+            });
+        match attempt {
+            Ok(c) => {
+                self.cons.insert(node.clone(), c);
+                if self.down.remove(node).is_some() {
+                    log::info!("Redis publisher reconnected to {node}");
+                    if self.down.is_empty() {
+                        self.recovered();
+                    }
+                } else if !self.ever_connected {
+                    self.ever_connected = true;
+                    log::info!("Redis publisher connected ({node})");
+                }
+                if self.down.is_empty() {
+                    self.state.metrics.backend.redis_publisher_up.store(1, Relaxed);
+                }
+                true
+            }
+            Err(e) => {
+                self.lost(node, &e);
+                false
+            }
+        }
+    }
+
+    /// Connects every master that has no connection (at start-up, and
+    /// while idle), so `redis_connected` says the truth before a message
+    /// needs it.
+    fn connect_masters(&mut self) {
+        for node in self.topo.masters() {
+            self.ensure(&node);
+        }
     }
 
     fn take(&mut self, cmd: HubCommand) {
@@ -248,6 +353,21 @@ impl Publisher {
             HubCommand::Stop => self.stopping = true,
             HubCommand::Publish(p) => {
                 let Publish { room, username, message, timestamp_ms, client_id, user_id, origin } = p;
+                let bytes = HELD_OVERHEAD
+                    + room.len()
+                    + username.len()
+                    + message.len()
+                    + client_id.as_ref().map_or(0, String::len)
+                    + user_id.as_ref().map_or(0, String::len);
+                if self.held.len() >= HELD_MAX || self.held_bytes + bytes > HELD_BYTES_MAX {
+                    self.state.metrics.backend.redis_held_overflow.fetch_add(1, Relaxed);
+                    refuse(
+                        &self.state,
+                        &origin,
+                        "too many messages are waiting for Redis on this server; message not sent, retry later",
+                    );
+                    return;
+                }
                 let msg = ChatMessage {
                     room: room.to_string(),
                     seq: 0,
@@ -259,65 +379,21 @@ impl Publisher {
                     client_id,
                     user_id,
                 };
-                self.held.push_back(Held { msg, origin, since: Instant::now(), in_doubt: false, ask: None });
+                self.held_bytes += bytes;
+                self.held.push_back(Held { msg, origin, since: Instant::now(), bytes, in_doubt: false, ask: None });
             }
         }
     }
 
-    /// Connects to every master that has no connection and loads the script.
-    fn connect(&mut self) {
-        if self.topo.is_cluster() {
-            self.topo.refresh();
-        }
-        let masters = self.topo.masters();
-        self.cons.retain(|n, _| masters.contains(n));
-        let mut error = None;
-        let missing: Vec<Node> = masters.iter().filter(|n| !self.cons.contains_key(*n)).cloned().collect();
-        for node in &missing {
-            let attempt =
-                self.topo.client(node).and_then(|c| c.get_connection_with_timeout(IO_TIMEOUT)).and_then(|mut c| {
-                    c.set_read_timeout(Some(IO_TIMEOUT))?;
-                    c.set_write_timeout(Some(IO_TIMEOUT))?;
-                    redis::Script::new(PUBLISH_SCRIPT).load(&mut c)?;
-                    Ok(c)
-                });
-            match attempt {
-                Ok(c) => {
-                    self.cons.insert(node.clone(), c);
-                }
-                Err(e) => {
-                    error = Some((node.clone(), e));
-                    break;
-                }
-            }
-        }
+    /// `held` lost `h` (published, refused): its bytes no longer count.
+    fn release(&mut self, h: &Held) {
+        self.held_bytes -= h.bytes;
+    }
+
+    fn report_held(&self) {
         let m = &self.state.metrics.backend;
-        match error {
-            None => {
-                self.up = true;
-                self.backoff.succeeded();
-                m.redis_publisher_up.store(1, Relaxed);
-                if self.ever_connected {
-                    m.redis_reconnects.fetch_add(1, Relaxed);
-                    log::info!("Redis publisher reconnected");
-                } else {
-                    log::info!("Redis publisher connected ({} node(s))", masters.len());
-                }
-                self.ever_connected = true;
-                self.resolve_unresolved();
-            }
-            Some((node, e)) => {
-                m.redis_errors.fetch_add(1, Relaxed);
-                m.redis_publisher_up.store(0, Relaxed);
-                let (wait, first) = self.backoff.failed_first();
-                if first {
-                    log::warn!(
-                        "Redis publisher cannot connect to {node} ({}); retrying with backoff (next in {wait:?})",
-                        one_line(&e)
-                    );
-                }
-            }
-        }
+        m.redis_held.store(self.held.len() as i64, Relaxed);
+        m.redis_held_bytes.store(self.held_bytes as i64, Relaxed);
     }
 
     /// Takes up to `PIPELINE_MAX` held messages and publishes them: one
@@ -330,13 +406,25 @@ impl Publisher {
         while batch.len() < PIPELINE_MAX {
             let Some(h) = self.held.pop_front() else { break };
             if !self.live.contains(&h.msg.room) {
-                // Not subscribed here yet (just joined, or resubscribing):
-                // held until it is, or refused after `HOLD`.
+                // Not subscribed here yet (just joined, or resubscribing
+                // after its node failed): held until it is, or refused
+                // after the hold.
+                waiting.push(h);
+                continue;
+            }
+            let node = match &h.ask {
+                Some(n) => n.clone(),
+                None => self.topo.node_of(room_slot(&h.msg.room)),
+            };
+            if !self.ensure(&node) {
+                // Its node is down: held until it answers, or the slot map
+                // names another owner, or the hold ends. Other nodes' rooms go on.
                 waiting.push(h);
                 continue;
             }
             if self.state.history.known_last_seq(&h.msg.room).is_none() {
                 self.refuse(&h, "the room's history is loading on this server; message not sent, retry in a moment");
+                self.release(&h);
                 self.request_load(&h.msg.room);
                 continue;
             }
@@ -385,25 +473,10 @@ impl Publisher {
         nodes.dedup();
         for node in nodes {
             let mine: Vec<&Group> = groups.iter().filter(|g| g.node == node).collect();
-            if !self.cons.contains_key(&node) {
-                // A node this publisher has no connection to (a failover, an ASK target).
-                match self.topo.client(&node).and_then(|c| c.get_connection_with_timeout(IO_TIMEOUT)).and_then(
-                    |mut c| {
-                        c.set_read_timeout(Some(IO_TIMEOUT))?;
-                        c.set_write_timeout(Some(IO_TIMEOUT))?;
-                        redis::Script::new(PUBLISH_SCRIPT).load(&mut c)?;
-                        Ok(c)
-                    },
-                ) {
-                    Ok(c) => {
-                        self.cons.insert(node.clone(), c);
-                    }
-                    Err(e) => {
-                        retry.extend(mine.iter().flat_map(|g| g.rooms.iter().flat_map(|(_, i)| i.iter().copied())));
-                        self.lost(&node, &e, batch.len());
-                        continue;
-                    }
-                }
+            if !self.ensure(&node) {
+                // Lost since the selection (an earlier node's answer refreshed nothing here).
+                retry.extend(mine.iter().flat_map(|g| g.rooms.iter().flat_map(|(_, i)| i.iter().copied())));
+                continue;
             }
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
@@ -446,9 +519,16 @@ impl Publisher {
                                         self.cons.remove(&node);
                                         retry.extend(idx);
                                     }
-                                    ("CLUSTERDOWN", None) | ("LOADING", None) | ("MASTERDOWN", None) => {
+                                    ("CLUSTERDOWN", None) => {
+                                        // This slot has no master (mid-failover): held; the node's
+                                        // other slots are fine, so it is not marked down.
+                                        self.topo.refresh();
+                                        pause = true;
                                         retry.extend(idx);
-                                        self.lost(&node, &err, batch.len());
+                                    }
+                                    ("LOADING", None) | ("MASTERDOWN", None) => {
+                                        retry.extend(idx);
+                                        self.lost(&node, &err);
                                     }
                                     _ => {
                                         let m = &self.state.metrics.backend;
@@ -478,11 +558,12 @@ impl Publisher {
                         batch[i].in_doubt = true;
                     }
                     retry.extend(idx);
-                    self.lost(&node, &e, batch.len());
+                    self.lost(&node, &e);
                 }
             }
         }
-        let m = &self.state.metrics.backend;
+        let state = self.state.clone();
+        let m = &state.metrics.backend;
         retry.sort_unstable();
         let mut again: Vec<Held> = Vec::new();
         for (i, mut h) in batch.into_iter().enumerate() {
@@ -491,6 +572,7 @@ impl Publisher {
                 continue;
             }
             h.ask = None;
+            self.release(&h);
             match results[i] {
                 Some(seq) if seq > 0 => {
                     m.redis_published.fetch_add(1, Relaxed);
@@ -542,12 +624,14 @@ impl Publisher {
         pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len()).arg(keys).arg(args);
     }
 
-    /// Refuses held messages that have waited longer than `HOLD`; those in
+    /// Refuses held messages that have waited longer than the hold; those in
     /// doubt are kept as unresolved.
     fn refuse_expired(&mut self) {
         let mut refused = 0;
-        while self.held.front().is_some_and(|h| h.since.elapsed() >= HOLD) {
+        let hold = if self.stopping { self.hold.min(HOLD) } else { self.hold };
+        while self.held.front().is_some_and(|h| h.since.elapsed() >= hold) {
             let h = self.held.pop_front().expect("checked");
+            self.release(&h);
             self.refuse(&h, "Redis is unreachable; message not sent, retry later");
             refused += 1;
             if h.in_doubt {
@@ -558,7 +642,7 @@ impl Publisher {
             }
         }
         if refused > 0 {
-            log::warn!("Redis unreachable for {HOLD:?}: refused {refused} messages with `unavailable`");
+            log::warn!("Redis unreachable for {hold:?}: refused {refused} messages with `unavailable`");
         }
     }
 
@@ -608,18 +692,23 @@ impl Publisher {
     }
 
     fn refuse(&self, h: &Held, text: &str) {
-        if let Some(inbox) = self.state.inboxes.get(h.origin.worker) {
-            inbox.send(ToWorker::Reject {
-                key: h.origin.key,
-                conn_id: h.origin.conn_id,
-                reject: Reject::new("unavailable", text),
-            });
-        }
+        refuse(&self.state, &h.origin, text);
     }
 
     fn request_load(&self, room: &str) {
         if let Some(loader) = &self.loader {
             let _ = loader.try_send(LoadRequest { room: Arc::from(room), since: None, last: None, reply: None });
         }
+    }
+}
+
+/// Tells the sender of a message that it was not sent (`unavailable`).
+fn refuse(state: &ServerState, origin: &Origin, text: &str) {
+    if let Some(inbox) = state.inboxes.get(origin.worker) {
+        inbox.send(ToWorker::Reject {
+            key: origin.key,
+            conn_id: origin.conn_id,
+            reject: Reject::new("unavailable", text),
+        });
     }
 }

@@ -59,8 +59,9 @@ use crate::store::mongo::one_line;
 const POLL: Duration = Duration::from_millis(5);
 /// How often rooms loaded without a subscription are forgotten.
 const SWEEP: Duration = Duration::from_secs(5);
-/// Connect timeout to a node.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connect timeout to a node: short, since the loop (every room's
+/// deliveries) waits for it; a node that is gone is retried soon.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A chat connection's room, as workers report it.
 #[derive(Debug)]
@@ -91,7 +92,7 @@ pub fn spawn(
         conns: HashMap::new(),
         next_token: 0,
         rooms: HashMap::new(),
-        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        down: HashMap::new(),
         connected_before: HashSet::new(),
         last_sweep: Instant::now(),
         last_warning: None,
@@ -135,7 +136,9 @@ struct Subscriber {
     conns: HashMap<Node, NodeConn>,
     next_token: usize,
     rooms: HashMap<Arc<str>, RoomSub>,
-    backoff: Backoff,
+    /// Nodes whose connection failed, each with its own reconnect pacing
+    /// (the other nodes' rooms are not held back by one that is down).
+    down: HashMap<Node, Backoff>,
     /// Nodes connected to at least once (a new connection to one of them is a reconnection).
     connected_before: HashSet<Node>,
     last_sweep: Instant,
@@ -208,11 +211,21 @@ impl Subscriber {
     }
 
     /// Keeps a connection to every master (so `redis_connected` is true
-    /// even with no room subscribed); reconnects with backoff.
+    /// even with no room subscribed); reconnects each with its backoff.
+    /// While one is missing, the slot map is read again (rate-limited by
+    /// the topology), so a promoted replica is subscribed to as soon as
+    /// the cluster names it.
     fn connect_masters(&mut self) {
-        let masters = self.topo.masters();
-        let missing: Vec<Node> = masters.into_iter().filter(|n| !self.conns.contains_key(n)).collect();
-        if missing.is_empty() || !self.backoff.ready() {
+        let mut masters = self.topo.masters();
+        if masters.iter().any(|n| !self.conns.contains_key(n)) && self.topo.refresh() {
+            masters = self.topo.masters();
+        }
+        self.down.retain(|n, _| masters.contains(n));
+        let missing: Vec<Node> = masters
+            .into_iter()
+            .filter(|n| !self.conns.contains_key(n) && self.down.get(n).is_none_or(Backoff::ready))
+            .collect();
+        if missing.is_empty() {
             return;
         }
         for node in missing {
@@ -227,6 +240,7 @@ impl Subscriber {
                         continue;
                     }
                     self.conns.insert(node.clone(), NodeConn { conn, token });
+                    self.down.remove(&node);
                     let m = &self.state.metrics.backend;
                     if !self.connected_before.insert(node.clone()) {
                         m.redis_reconnects.fetch_add(1, Relaxed);
@@ -243,7 +257,6 @@ impl Subscriber {
             }
         }
         if self.topo.masters().iter().all(|n| self.conns.contains_key(n)) {
-            self.backoff.succeeded();
             self.state.metrics.backend.redis_subscriber_up.store(1, Relaxed);
         }
     }
@@ -290,7 +303,11 @@ impl Subscriber {
             r.leaving = false;
             self.live.set(room, false);
         }
-        let (wait, first) = self.backoff.failed_first();
+        let backoff = self
+            .down
+            .entry(node.clone())
+            .or_insert_with(|| Backoff::new(Duration::from_millis(50), Duration::from_secs(1)));
+        let (wait, first) = backoff.failed_first();
         if first {
             log::warn!("Redis subscription to {node} lost ({why}); resubscribing with backoff (next in {wait:?})");
         }

@@ -24,6 +24,12 @@ pub const SLOTS: usize = 16384;
 const REFRESH_MIN: Duration = Duration::from_millis(200);
 /// Connect and read timeout of a topology query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// A message's hold for a standalone Redis: a restart in Kubernetes takes a
+/// few seconds.
+pub const STANDALONE_HOLD: Duration = Duration::from_secs(3);
+/// Redis's own default `cluster-node-timeout`, assumed when the cluster's
+/// cannot be read (`CONFIG` renamed, or the cluster down at start-up).
+const DEFAULT_NODE_TIMEOUT_MS: u64 = 15_000;
 
 /// CRC16-XMODEM (polynomial 0x1021, initial 0), as Redis Cluster uses.
 pub fn crc16(data: &[u8]) -> u16 {
@@ -131,6 +137,11 @@ pub struct Topology {
     last_refresh: Mutex<Option<Instant>>,
     /// Bumped each time the slot map changes.
     version: AtomicU64,
+    /// The node that answered the last `CLUSTER SLOTS`: asked first next
+    /// time, so a refresh during a failover does not wait on the dead one.
+    answered: Mutex<Option<Node>>,
+    /// The cluster's `cluster-node-timeout` in ms, once read (0: not yet).
+    node_timeout_ms: AtomicU64,
 }
 
 /// Why a cluster topology could not be read.
@@ -153,6 +164,8 @@ impl Topology {
             map: RwLock::new(SlotMap::single(node)),
             last_refresh: Mutex::new(None),
             version: AtomicU64::new(0),
+            answered: Mutex::new(None),
+            node_timeout_ms: AtomicU64::new(0),
         })
     }
 
@@ -187,6 +200,8 @@ impl Topology {
             map: RwLock::new(SlotMap::single(first)),
             last_refresh: Mutex::new(None),
             version: AtomicU64::new(0),
+            answered: Mutex::new(None),
+            node_timeout_ms: AtomicU64::new(0),
         };
         match topo.discover() {
             Ok(map) => *topo.map.write().unwrap_or_else(|e| e.into_inner()) = map,
@@ -196,6 +211,25 @@ impl Topology {
             }
         }
         Ok(topo)
+    }
+
+    /// How long a message may wait for the node of its room (a restart, a
+    /// failover) before its sender is refused: `STANDALONE_HOLD` for one
+    /// Redis; on a cluster, what a failover takes at most — a master is
+    /// flagged failing after `cluster-node-timeout`, the majority agrees
+    /// within about as long again, and its replica is elected within a few
+    /// seconds (Redis delays the election 0.5–1 s, plus 1 s per rank) — so
+    /// 2 × cluster-node-timeout + 5 s, the timeout as read from the cluster
+    /// (Redis's default, 15 s, if it could not be read).
+    pub fn hold(&self) -> Duration {
+        if !self.cluster {
+            return STANDALONE_HOLD;
+        }
+        let timeout = match self.node_timeout_ms.load(Ordering::Relaxed) {
+            0 => DEFAULT_NODE_TIMEOUT_MS,
+            ms => ms,
+        };
+        Duration::from_millis(2 * timeout + 5_000)
     }
 
     /// Changes whenever the slot map does.
@@ -272,7 +306,12 @@ impl Topology {
 
     /// `CLUSTER SLOTS` from the known masters, then the seeds, first answer wins.
     fn discover(&self) -> Result<SlotMap, DiscoverError> {
-        let mut candidates = self.masters();
+        let mut candidates: Vec<Node> = self.answered.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        for m in self.masters() {
+            if !candidates.contains(&m) {
+                candidates.push(m);
+            }
+        }
         for s in &self.seeds {
             if !candidates.contains(s) {
                 candidates.push(s.clone());
@@ -283,10 +322,21 @@ impl Topology {
             let answer = self.client(node).and_then(|c| {
                 let mut con = c.get_connection_with_timeout(QUERY_TIMEOUT)?;
                 con.set_read_timeout(Some(QUERY_TIMEOUT))?;
-                redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(&mut con)
+                let slots = redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(&mut con)?;
+                if self.node_timeout_ms.load(Ordering::Relaxed) == 0 {
+                    // Best effort: `CONFIG` may be renamed away (then the default is assumed).
+                    let timeout = redis::cmd("CONFIG").arg("GET").arg("cluster-node-timeout").query::<Vec<String>>(&mut con);
+                    if let Some(ms) = timeout.ok().and_then(|v| v.get(1)?.parse::<u64>().ok()).filter(|&ms| ms > 0) {
+                        self.node_timeout_ms.store(ms, Ordering::Relaxed);
+                    }
+                }
+                Ok(slots)
             });
             match answer {
-                Ok(v) => return parse_slots(&v, node).map_err(DiscoverError::NotACluster),
+                Ok(v) => {
+                    *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
+                    return parse_slots(&v, node).map_err(DiscoverError::NotACluster);
+                }
                 Err(e) if e.code().is_some() => {
                     return Err(DiscoverError::NotACluster(format!("{node} is not a Redis Cluster node ({e})")));
                 }
