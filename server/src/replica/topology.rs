@@ -306,7 +306,8 @@ impl Topology {
 
     /// `CLUSTER SLOTS` from the known masters, then the seeds, first answer wins.
     fn discover(&self) -> Result<SlotMap, DiscoverError> {
-        let mut candidates: Vec<Node> = self.answered.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let mut candidates: Vec<Node> =
+            self.answered.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         for m in self.masters() {
             if !candidates.contains(&m) {
                 candidates.push(m);
@@ -325,7 +326,8 @@ impl Topology {
                 let slots = redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(&mut con)?;
                 if self.node_timeout_ms.load(Ordering::Relaxed) == 0 {
                     // Best effort: `CONFIG` may be renamed away (then the default is assumed).
-                    let timeout = redis::cmd("CONFIG").arg("GET").arg("cluster-node-timeout").query::<Vec<String>>(&mut con);
+                    let timeout =
+                        redis::cmd("CONFIG").arg("GET").arg("cluster-node-timeout").query::<Vec<String>>(&mut con);
                     if let Some(ms) = timeout.ok().and_then(|v| v.get(1)?.parse::<u64>().ok()).filter(|&ms| ms > 0) {
                         self.node_timeout_ms.store(ms, Ordering::Relaxed);
                     }
