@@ -16,13 +16,23 @@ import sys
 import time
 
 import pymongo
+import pymongo.errors
 
 r = json.load(open(sys.argv[1]))
 expected = r["messages"]["sent"] - r["messages"]["rejected"]
 coll = pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[2]}/chat", serverSelectionTimeoutMS=5000).chat.messages
 docs = []
-for _ in range(20):  # the writers batch; give the last batches a moment
-    docs = list(coll.find({}, {"room": 1, "seq": 1, "message": 1, "_id": 0}))
+for attempt in range(20):  # the writers batch; give the last batches a moment
+    try:
+        docs = list(coll.find({}, {"room": 1, "seq": 1, "message": 1, "_id": 0}))
+    except pymongo.errors.PyMongoError as e:
+        # On a machine loaded by other work, pymongo's monitor may time out
+        # and cancel the read in flight ("operation cancelled"): read again.
+        if attempt == 19:
+            raise
+        print(f"reading MongoDB failed ({e}); again", file=sys.stderr)
+        time.sleep(1)
+        continue
     if len(docs) >= expected:
         break
     time.sleep(0.5)
