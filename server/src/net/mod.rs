@@ -26,6 +26,7 @@
 //! `before_sleep` (`DOOMED`), never while a room is being iterated.
 
 pub mod conn;
+pub mod drain;
 pub mod listener;
 pub mod outq;
 pub mod pacing;
