@@ -289,3 +289,30 @@ impl Conn {
         self.close_reason.get_or_insert(reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Closing, Input};
+
+    #[test]
+    fn closing_only_moves_forward_and_keeps_what_was_set() {
+        let http_error = Closing::Open.end_after_flush(false, true);
+        assert_eq!(http_error, Closing::Flushing { close_sent: false, input: Input::Discard });
+        assert!(!http_error.close_sent() && http_error.discards_input() && http_error.is_closing());
+        // A drain close keeps reading; the peer's close frame then ends input.
+        let drain = Closing::Open.end_after_flush(true, false);
+        assert_eq!(drain, Closing::Flushing { close_sent: true, input: Input::Read });
+        assert!(drain.close_sent() && !drain.discards_input());
+        assert_eq!(drain.discard_input(), Closing::Flushing { close_sent: true, input: Input::Discard });
+        // A later keep-reading close never turns discarding back into reading.
+        assert!(drain.discard_input().end_after_flush(true, false).discards_input());
+        // Lingering and PeerGone stay where they are.
+        let lingering = Closing::Lingering { close_sent: true, input: Input::Read };
+        assert_eq!(lingering.discard_input(), Closing::Lingering { close_sent: true, input: Input::Discard });
+        let gone = Closing::PeerGone { close_sent: false };
+        assert!(gone.discards_input());
+        assert_eq!(gone.end_after_flush(true, false), Closing::PeerGone { close_sent: true });
+        assert_eq!(Closing::Open.discard_input(), Closing::Open);
+        assert!(!Closing::Open.is_closing() && !Closing::Open.discards_input());
+    }
+}

@@ -24,6 +24,10 @@
 //! vectored writes; under load `pacing` spaces those passes so that each
 //! write carries more frames. Connections are likewise only removed in
 //! `before_sleep` (`DOOMED`), never while a room is being iterated.
+//!
+//! Modules: `worker` (the loop, with its parts in `worker/`), `conn` (one
+//! connection's state), `outq` (its output queue), `drain` (the SIGTERM
+//! drain plan), `listener` (SO_REUSEPORT listeners).
 
 pub mod conn;
 pub mod drain;

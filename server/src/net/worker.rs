@@ -93,6 +93,7 @@ pub const TOKEN_EXPIRED_CLOSE: u16 = 4001;
 
 /// An entry of a deferred work list: slab key and connection id.
 type Listed = (usize, u64);
+
 /// One event-loop thread's state.
 #[derive(Debug)]
 pub struct Worker {
@@ -142,6 +143,7 @@ pub struct Worker {
     now_ms: u32,
     /// `now` at the last tick.
     last_tick: u32,
+    /// Set once the drain began (`ToWorker::Drain`).
     drain: Option<DrainPlan>,
     limits: Limits,
     /// An empty ping frame, shared by every ping this worker sends.
@@ -169,6 +171,7 @@ struct Authenticated {
     /// connection then (4001).
     expires: u32,
 }
+
 impl Worker {
     /// A worker for `poll`, which already has `inbox`'s waker registered under [`WAKER`].
     pub fn new(
@@ -351,6 +354,7 @@ impl Worker {
 
     // ------------------------------------------------------------ output
 
+    /// Queues one WebSocket frame (counted as a frame out).
     fn queue_frame(&mut self, key: usize, chunk: Chunk) {
         self.metrics().frames_out.fetch_add(1, Relaxed);
         if chunk.is_compressed() {
@@ -371,6 +375,7 @@ impl Worker {
         self.schedule_write(key);
     }
 
+    /// Puts the connection on the pending-write list (once).
     fn schedule_write(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
             enlist(c, key, flag::IN_PENDING, &mut self.pending_write);
@@ -407,6 +412,9 @@ impl Worker {
         }
     }
 
+    /// Writes what the connection has queued, up to the write budget; once
+    /// its queue is empty, a closing connection shuts its write side and
+    /// lingers (or, after the peer's EOF, is removed).
     fn flush(&mut self, key: usize) {
         let now = self.now;
         let m = &self.state.metrics.workers[self.index];

@@ -30,6 +30,7 @@ use crate::net::conn::{flag, Phase, Service, CLOSE_TIMEOUT_SECS};
 use crate::store::loader::{LoadRequest, Reply};
 
 impl Worker {
+    /// One complete HTTP request head.
     pub(super) fn on_request(&mut self, key: usize, head: &crate::http::request::Head<'_>) {
         if log::log_enabled!(log::Level::Trace) {
             let id = self.conns.get(key).map_or(0, |c| c.id);
@@ -124,7 +125,9 @@ impl Worker {
         }
     }
 
-    pub(super) fn upgrade(&mut self, key: usize, accept: &str, kind: UpgradeKind, offers: Offers) {
+    /// The WebSocket handshake succeeded: take the slots, send 101, become
+    /// `Phase::Ws` and, for the chat, start the join.
+    fn upgrade(&mut self, key: usize, accept: &str, kind: UpgradeKind, offers: Offers) {
         let counted_peer = match self.state.peers.counts_connections().then(|| self.peer(key)).flatten() {
             Some(ip) => match self.state.peers.open(ip) {
                 Ok(()) => Some(ip),

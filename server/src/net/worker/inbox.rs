@@ -32,6 +32,8 @@ use crate::ws::deflate::SMALL_WINDOW_MAX_LEN;
 const INBOX_BUDGET: usize = 8192;
 
 impl Worker {
+    /// Handles up to `INBOX_BUDGET` messages, then closes the slow
+    /// consumers found meanwhile; with more left, the next poll does not sleep.
     pub(super) fn drain_inbox(&mut self) {
         self.inbox_more = false;
         for _ in 0..INBOX_BUDGET {
@@ -71,7 +73,7 @@ impl Worker {
     /// The inbox overflowed: broadcasts were dropped. Every chat client of
     /// this worker is closed with 1012 and resumes with `since`, from the
     /// ring or MongoDB (see hub::inbox).
-    pub(super) fn resync_all(&mut self) {
+    fn resync_all(&mut self) {
         let members: Vec<usize> =
             self.conns.iter_mut().filter_map(|(k, c)| c.chat().is_some_and(|s| s.joined).then_some(k)).collect();
         log::warn!(
@@ -87,7 +89,7 @@ impl Worker {
     /// Queues `entry` to every local member of `room` that has not had it:
     /// its compressed frame `deflated` to members that negotiated
     /// permessage-deflate (and whose window it fits), its plain frame to others.
-    pub(super) fn broadcast(&mut self, room: &str, entry: &Entry, deflated: Option<&Arc<[u8]>>) {
+    fn broadcast(&mut self, room: &str, entry: &Entry, deflated: Option<&Arc<[u8]>>) {
         let max = self.state.config.max_outbound_bytes;
         let m = &self.state.metrics.workers[self.index];
         let members = self.rooms.members(room);

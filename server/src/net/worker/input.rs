@@ -28,6 +28,7 @@ use crate::ws::{encoder, Control, Data, Inflater, Message, OpCode};
 const READ_BUDGET: usize = 256 * 1024;
 
 impl Worker {
+    /// One readiness event of connection `key`, under `catch_unwind`.
     pub(super) fn on_event(&mut self, key: usize, readable: bool, writable: bool) {
         if !self.conns.contains(key) {
             // Entries are freed only in before_sleep, after the poll batch, and a
@@ -53,6 +54,7 @@ impl Worker {
         }
     }
 
+    /// A handler panicked on connection `key`: count it and remove the connection.
     pub(super) fn on_panic(&mut self, key: usize) {
         self.metrics().panics.fetch_add(1, Relaxed);
         if self.scratch.len() < SCRATCH_LEN {
@@ -65,6 +67,7 @@ impl Worker {
         }
     }
 
+    /// Reads again the connections whose read budget ran out last turn.
     pub(super) fn read_pending(&mut self) {
         let list = std::mem::take(&mut self.pending_read);
         for entry in list {
@@ -75,7 +78,8 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_readable(&mut self, key: usize) {
+    /// Reads until WouldBlock, EOF, an error or the read budget.
+    fn on_readable(&mut self, key: usize) {
         let mut budget = READ_BUDGET;
         loop {
             if self.scratch.len() < SCRATCH_LEN {
@@ -121,7 +125,8 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_eof(&mut self, key: usize) {
+    /// The peer closed its side: remove at once, or after writing what is queued.
+    fn on_eof(&mut self, key: usize) {
         let Some(c) = self.conns.get_mut(key) else { return };
         if c.is_ws() {
             c.set_reason(CloseReason::Reset);
@@ -136,7 +141,7 @@ impl Worker {
     }
 
     /// Handles `n` fresh bytes in the scratch buffer.
-    pub(super) fn on_bytes(&mut self, key: usize, n: usize) {
+    fn on_bytes(&mut self, key: usize, n: usize) {
         let Some(c) = self.conns.get_mut(key) else { return };
         if c.ignores_input() {
             return;
@@ -168,7 +173,7 @@ impl Worker {
     }
 
     /// Parses requests or frames from the front of `buf`; returns the bytes used.
-    pub(super) fn process(&mut self, key: usize, buf: &mut [u8]) -> usize {
+    fn process(&mut self, key: usize, buf: &mut [u8]) -> usize {
         // Lent out so a message can borrow the inflated bytes while handled.
         let mut inflater = self.inflater.take();
         let used = self.process_with(key, buf, &mut inflater);
@@ -176,7 +181,8 @@ impl Worker {
         used
     }
 
-    pub(super) fn process_with(&mut self, key: usize, buf: &mut [u8], inflater: &mut Option<Box<Inflater>>) -> usize {
+    /// [`process`](Self::process) with the worker's inflater lent out.
+    fn process_with(&mut self, key: usize, buf: &mut [u8], inflater: &mut Option<Box<Inflater>>) -> usize {
         let mut off = 0;
         loop {
             let Some(c) = self.conns.get_mut(key) else { return buf.len() };
@@ -224,7 +230,9 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_message(&mut self, key: usize, message: Message<'_>) {
+    /// One WebSocket message: ping, pong and close for every service; text
+    /// and binary echoed (echo) or handed to the chat.
+    fn on_message(&mut self, key: usize, message: Message<'_>) {
         let Some(c) = self.conns.get_mut(key) else { return };
         let closing = c.close_sent();
         match message {
