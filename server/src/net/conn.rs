@@ -50,7 +50,7 @@ pub mod flag {
     pub const IN_PENDING: u16 = 1 << 0;
     /// The last write hit WouldBlock: wait for a writable event.
     pub const WRITE_BLOCKED: u16 = 1 << 1;
-    /// In the worker's close queue: removed in `before_sleep`.
+    /// In the worker's close queue: removed at the end of the loop turn.
     pub const DOOMED: u16 = 1 << 6;
     /// Read budget used up with data possibly left: read again next loop.
     pub const READ_PENDING: u16 = 1 << 7;

@@ -129,7 +129,7 @@ pub struct Worker {
     flushing: Vec<Listed>,
     /// Connections whose read budget ran out.
     pending_read: Vec<Listed>,
-    /// Connections to remove in `before_sleep`.
+    /// Connections to remove at the end of the loop turn (`remove_doomed`).
     doomed: Vec<Listed>,
     /// Connections over their outbound bound, closed after the current fan-out.
     slow: Vec<Listed>,

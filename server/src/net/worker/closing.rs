@@ -7,7 +7,7 @@
 //! frame, move the connection to `Closing::Flushing` and take it out of its
 //! room. The flush before sleep then shuts our write side and lingers
 //! (`worker::flush`); the peer's FIN, the close deadline (tick) or an error
-//! dooms it ([`Worker::doom`]), and `before_sleep` removes it
+//! dooms it ([`Worker::doom`]), and the end of the loop turn removes it
 //! ([`Worker::remove`]), releasing everything it held.
 //!
 //! The drain ([`Worker::begin_drain`]): the public listener is closed, idle
@@ -16,7 +16,7 @@
 //!
 //! Invariants: a close frame is queued at most once per connection
 //! (`close_sent`), and nothing is queued after it but the drain notice
-//! that precedes it; a connection is removed only in `before_sleep`, so
+//! that precedes it; a connection is removed only at the end of a turn, so
 //! no room iteration ever sees a freed key; every gauge and slot a
 //! connection holds is released exactly once, in `remove`.
 
@@ -85,7 +85,7 @@ impl Worker {
         self.leave_room(key);
     }
 
-    /// Marks the connection for removal in `before_sleep`.
+    /// Marks the connection for removal at the end of the loop turn.
     pub(super) fn doom(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
             enlist(c, key, flag::DOOMED, &mut self.doomed);

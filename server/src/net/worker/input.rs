@@ -31,7 +31,7 @@ impl Worker {
     /// One readiness event of connection `key`, under `catch_unwind`.
     pub(super) fn on_event(&mut self, key: usize, readable: bool, writable: bool) {
         if !self.conns.contains(key) {
-            // Entries are freed only in before_sleep, after the poll batch, and a
+            // Entries are freed only at the end of a turn, after the poll batch, and a
             // freed socket is deregistered by dropping it, so no later event names
             // it. Defensive: a stale token must never index another connection.
             return;
