@@ -5,3 +5,4 @@ pub mod history;
 pub mod protocol;
 pub mod ratelimit;
 pub mod rooms;
+pub mod session;

@@ -22,10 +22,16 @@
 //! output is queued and the connection marked pending; `before_sleep`
 //! writes every pending connection once, gathering everything queued into
 //! vectored writes; under load `pacing` spaces those passes so that each
-//! write carries more frames. Connections are likewise only removed in
-//! `before_sleep` (`DOOMED`), never while a room is being iterated.
+//! write carries more frames. Connections are likewise only removed at the
+//! end of a loop turn (`DOOMED`), never while a room is being iterated.
+//!
+//! Modules: `worker` (the loop, with its parts in `worker/`), `conn` (one
+//! connection's state), `outq` (its output queue), `pacing` (when a flush
+//! pass runs), `drain` (the SIGTERM drain plan), `listener` (SO_REUSEPORT
+//! listeners).
 
 pub mod conn;
+pub mod drain;
 pub mod listener;
 pub mod outq;
 pub mod pacing;
