@@ -159,25 +159,16 @@ pub struct Worker {
     /// Connections counted against MAX_CONNECTIONS_PER_IP, with their
     /// address (empty unless that limit is set); released in `remove`.
     peer_slots: HashMap<usize, IpAddr>,
-    /// Chat connections authenticated by a token (empty with authentication
-    /// off, so a connection costs nothing more then); removed in `remove`.
-    authenticated: HashMap<usize, Authenticated>,
+    /// The token user ids (`sub`) of chat connections whose chat name is
+    /// not their user id (a `name` claim, or a `sub` longer than a name);
+    /// removed in `remove`. Empty with authentication off, and for tokens
+    /// whose `sub` is the name: those connections cost nothing more than
+    /// unauthenticated ones (their expiry is the connection's `deadline`).
+    user_ids: HashMap<usize, Box<str>>,
     /// Inflates every compressed message of this worker's connections
     /// (reset per message); created on first use, out of `self` while
     /// `process` runs.
     inflater: Option<Box<Inflater>>,
-}
-
-/// What a chat connection's token said, kept beside the connection rather
-/// than in it: without authentication no connection pays for it.
-#[derive(Debug)]
-struct Authenticated {
-    /// The token's `sub`: each message's `userId`. The chat name is the
-    /// token's too (the session's `name`); a frame's `username` is ignored.
-    user_id: Box<str>,
-    /// Worker clock (s) at which the token expires: the tick closes the
-    /// connection then (4001).
-    expires: u32,
 }
 
 impl Worker {
@@ -220,7 +211,7 @@ impl Worker {
             limits,
             ping_frame: encoder::frame(OpCode::Control(Control::Ping), b"").into(),
             peer_slots: HashMap::new(),
-            authenticated: HashMap::new(),
+            user_ids: HashMap::new(),
             inflater: None,
         })
     }
@@ -696,6 +687,7 @@ impl Worker {
         let m = &self.state.metrics.workers[self.index];
         let Some(c) = self.conns.get_mut(key) else { return };
         c.flags = (c.flags & !flag::HTTP) | flag::WS_SLOT;
+        c.deadline = NO_EXPIRY; // an open WebSocket's deadline is its token's expiry
         if let Some(agreement) = deflate {
             c.flags |= flag::DEFLATE;
             if agreement.small_window() {
@@ -709,8 +701,10 @@ impl Worker {
                 let name = match identity {
                     // The token names the user; the `name` parameter is ignored.
                     Some(id) => {
-                        let expires = expiry_tick(self.state.started, id.expires);
-                        self.authenticated.insert(key, Authenticated { user_id: id.user_id.into(), expires });
+                        c.deadline = expiry_tick(self.state.started, id.expires);
+                        if id.user_id != id.name {
+                            self.user_ids.insert(key, id.user_id.into_boxed_str());
+                        }
                         id.name
                     }
                     None => params.name,
@@ -891,16 +885,18 @@ impl Worker {
             return;
         }
         chat.strikes = 0;
-        // With a token, a frame's `username` is ignored: the name is the token's.
-        let user = if self.authenticated.is_empty() { None } else { self.authenticated.get(&key) };
-        let username = if user.is_some() { chat.name.to_string() } else { incoming.username };
+        // With a token, a frame's `username` is ignored: the name is the
+        // token's, and so is the user id (the name itself unless recorded apart).
+        let authenticated = config.auth.is_some();
+        let user_id = authenticated.then(|| self.user_ids.get(&key).map_or(&*chat.name, |u| &**u).to_string());
+        let username = if authenticated { chat.name.to_string() } else { incoming.username };
         let publish = Publish {
             room: chat.room.clone(),
             username,
             message: incoming.message,
             timestamp_ms: clock::unix_millis(),
             client_id: incoming.client_id,
-            user_id: user.map(|u| u.user_id.to_string()),
+            user_id,
             origin: Origin { worker: index, key, conn_id },
         };
         match state.publish.try_send(HubCommand::Publish(publish)) {
@@ -993,7 +989,9 @@ impl Worker {
         if let Some(ip) = self.peer_slots.remove(&key) {
             self.state.peers.release(ip);
         }
-        self.authenticated.remove(&key);
+        if !self.user_ids.is_empty() {
+            self.user_ids.remove(&key);
+        }
         let m = &self.state.metrics.workers[self.index];
         if c.has(flag::HTTP) {
             m.http_connections.fetch_sub(1, Relaxed);
@@ -1264,12 +1262,7 @@ impl Worker {
         let mut expired = Vec::new();
         let mut silent = Vec::new();
         let mut to_ping = Vec::new();
-        let token_expired: Vec<usize> = self
-            .authenticated
-            .iter()
-            .filter(|(key, a)| now >= a.expires && self.conns.get(**key).is_some_and(|c| !c.has(flag::CLOSE_SENT)))
-            .map(|(key, _)| *key)
-            .collect();
+        let mut token_expired = Vec::new();
         for (key, c) in self.conns.iter_mut() {
             if c.has(flag::DOOMED) {
                 continue;
@@ -1283,6 +1276,7 @@ impl Worker {
                     expired.push(key);
                 }
                 ConnPhase::Ws { .. } if closing && now >= c.deadline => expired.push(key),
+                ConnPhase::Ws { .. } if !c.has(flag::CLOSE_SENT) && now >= c.deadline => token_expired.push(key),
                 ConnPhase::Ws { .. } if !c.has(flag::CLOSE_SENT) => {
                     let quiet = now.saturating_sub(c.last_rx);
                     if quiet >= 2 * ping {
@@ -1391,6 +1385,9 @@ impl Worker {
         }
     }
 }
+
+/// The `deadline` of an open WebSocket without a token: never.
+const NO_EXPIRY: u32 = u32::MAX;
 
 /// The worker clock second at which a token with `exp` = `unix_secs`
 /// expires, rounded up so the tick (whole seconds) never closes before it.
