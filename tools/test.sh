@@ -58,11 +58,18 @@ cargo test --workspace
 
 [ "$QUICK" = 1 ] && { echo; echo "quick tests passed"; exit 0; }
 
-step "RFC 6455 conformance (Autobahn|Testsuite, cases 1-7, 9, 10; 12, 13 with AUTOBAHN_DEFLATE=1)"
+step "RFC 6455 and RFC 7692 conformance (Autobahn|Testsuite, cases 1-7, 9, 10; 18 of 12.*/13.*)"
 cargo build --release -p websocket-server
-# 12.*/13.* (permessage-deflate) are not pinned yet: a complete run on the
-# fixed build is still to be made (issue 15); run them with AUTOBAHN_DEFLATE=1.
-AUTOBAHN_DEFLATE=${AUTOBAHN_DEFLATE:-0} tools/autobahn.sh target/release/websocket-server
+# The complete 12.*/13.* set (216 cases, up to 1,000 messages of 128 KiB each)
+# takes far longer than CI can give it; CI runs, beside 1-7, 9, 10, one case
+# of each offer 13.1-13.7 (16-byte messages) and 4 KiB messages for four of
+# them (the small-window offers send those uncompressed), and the default
+# offer's 16 B-8 KiB messages, whole and in 256-byte fragments (about 2
+# minutes, in parallel with the other suite). AUTOBAHN_DEFLATE_CASES="12.* 13.*"
+# runs them all (docs/conformance.md).
+AUTOBAHN_DEFLATE_CASES=${AUTOBAHN_DEFLATE_CASES:-"12.1.1 12.1.2 12.1.3 12.1.4 12.1.5 12.1.6 12.1.11 \
+13.1.1 13.2.1 13.3.1 13.4.1 13.5.1 13.6.1 13.7.1 13.1.5 13.3.5 13.5.5 13.7.5"} \
+    AUTOBAHN_DEFLATE=${AUTOBAHN_DEFLATE:-1} tools/autobahn.sh target/release/websocket-server
 
 step "fuzz the parsers (${FUZZ_SECONDS}s per target)"
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

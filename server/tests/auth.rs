@@ -84,6 +84,12 @@ fn a_valid_token_joins_and_posts_under_its_own_name_whatever_the_client_says() {
     send_chat(&mut bob, "yo");
     let v = recv_json(&mut bob);
     assert_eq!((v["username"].as_str(), v["userId"].as_str()), (Some("bob-42"), Some("bob-42")));
+    // A sub longer than a name: the name is its first 32 characters, the user id all of it.
+    let long = "u".repeat(30) + "-0123456789";
+    let (mut carl, _) = join(&server, &format!("room=r2&token={}", hs256(valid(&long))));
+    send_chat(&mut carl, "hey");
+    let v = recv_json(&mut carl);
+    assert_eq!((v["username"].as_str(), v["userId"].as_str()), (Some(&long[..32]), Some(&long[..])));
     // /history carries them too, with the token in the header.
     let (status, _, body) = http_raw(
         server.port,

@@ -3,8 +3,9 @@
 # A benchmark, not a test: it reports figures and asserts nothing about time.
 #
 #   tools/bench/deflate.sh [--conns N] [--senders N] [--duration S] [--idle N]
-#                          [--only fanout|idle]
-#   (BENCH_SERVER_ENV="NAME=value ..." adds settings to every server)
+#                          [--only fanout|idle] [--peer uws-bun] [--quick]
+#   (BENCH_SERVER_ENV="NAME=value ..." adds settings to every server,
+#    BENCH_CONNFLOOD_ARGS="--token-secret S ..." options to every connflood)
 #
 # For compression off (clients do not offer it) and on (connflood --deflate,
 # which offers it as browsers do), each against a fresh release server
@@ -16,13 +17,19 @@
 #     delivered_total), and chat bytes on the wire per delivery (connflood);
 #   idle: IDLE connections that only join, after 100 that warm the threads
 #     up; server RSS growth per connection.
+# --peer uws-bun runs the same against uWebSockets (tools/bench/peers/
+# uws-bun.js, in Bun; `npm ci` there first) instead, compression on being its
+# shared compressor (COMPRESSION=shared: one compression per published
+# message, like this server's); its figures lack the server-only counters.
+# --quick: tiny sizes (100 connections, 6 s, 500 idle) to check the script.
 # About 2 minutes with the defaults; everything started is stopped by PID and
 # every run is bounded by `timeout`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SERVER_BIN=${WEBSOCKET_SERVER:-$ROOT/target/release/websocket-server}
 CONNFLOOD=${CONNFLOOD:-$ROOT/target/release/connflood}
-CONNS=1000 SENDERS=20 DURATION=20 IDLE=5000 RAMP=5 PAYLOAD=100 ONLY=
+PEERS=$ROOT/tools/bench/peers
+CONNS=1000 SENDERS=20 DURATION=20 IDLE=5000 RAMP=5 PAYLOAD=100 ONLY='' PEER=websocket-server MODE=off
 while [ $# -gt 0 ]; do
     case $1 in
     --conns) CONNS=$2; shift 2 ;;
@@ -30,10 +37,17 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --peer) PEER=$2; shift 2 ;;
+    --quick) CONNS=100 SENDERS=5 DURATION=6 IDLE=500 RAMP=2; shift ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
+case $PEER in
+websocket-server) ;;
+uws-bun) SERVER_BIN=$PEERS/node_modules/.bin/bun ;;
+*) echo "--peer must be uws-bun (or websocket-server, the default)" >&2; exit 2 ;;
+esac
 for bin in "$SERVER_BIN" "$CONNFLOOD"; do
     [ -x "$bin" ] || { echo "missing $bin: cargo build --release -p websocket-server -p connflood" >&2; exit 1; }
 done
@@ -44,9 +58,16 @@ cleanup() { [ -z "$SERVER_PID" ] || { kill "$SERVER_PID" 2>/dev/null || true; wa
 trap cleanup EXIT
 
 start_server() {  # start_server LOG: a fresh server; sets SERVER_PID and PORT
-    # shellcheck disable=SC2086 # BENCH_SERVER_ENV is a list of NAME=value words
-    env PORT=0 BIND_ADDR=127.0.0.1 WORKERS=2 POD_NAME=bench RATE_LIMIT=1000 RATE_BURST=1000 ${BENCH_SERVER_ENV:-} \
-        "$SERVER_BIN" >"$1" 2>&1 &
+    if [ "$PEER" = uws-bun ]; then
+        local compression=off
+        [ "$MODE" = on ] && compression=shared
+        env PORT=0 BIND_ADDR=127.0.0.1 POD_NAME=bench "COMPRESSION=$compression" "$SERVER_BIN" "$PEERS/uws-bun.js" \
+            >"$1" 2>&1 &
+    else
+        # shellcheck disable=SC2086 # BENCH_SERVER_ENV is a list of NAME=value words
+        env PORT=0 BIND_ADDR=127.0.0.1 WORKERS=2 POD_NAME=bench RATE_LIMIT=1000 RATE_BURST=1000 ${BENCH_SERVER_ENV:-} \
+            "$SERVER_BIN" >"$1" 2>&1 &
+    fi
     SERVER_PID=$!
     PORT=''
     for _ in $(seq 1 100); do
@@ -64,11 +85,13 @@ metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v n="$1" '$1 == n { p
 
 fanout() {  # fanout off|on
     local mode=$1 flag=() json=$OUT/fanout-$1.json
+    MODE=$mode
     [ "$mode" = on ] && flag=(--deflate)
     start_server "$OUT/server-fanout-$mode.log"
+    # shellcheck disable=SC2086 # BENCH_CONNFLOOD_ARGS is a list of words
     timeout $((RAMP + DURATION + 60)) "$CONNFLOOD" --url "ws://127.0.0.1:$PORT/ws" --connections "$CONNS" \
         --rooms 1 --senders "$SENDERS" --msg-interval 1000 --payload "$PAYLOAD" --ramp-up "$RAMP" \
-        --duration "$DURATION" --settle 3 --quiet --json "$json" "${flag[@]}" >"$OUT/cf-fanout-$mode.txt" 2>&1 &
+        --duration "$DURATION" --settle 3 --quiet --json "$json" "${flag[@]}" ${BENCH_CONNFLOOD_ARGS:-} >"$OUT/cf-fanout-$mode.txt" 2>&1 &
     local cf=$!
     sleep $((RAMP + 3))
     local c0 d0 c1 d1
@@ -81,7 +104,8 @@ fanout() {  # fanout off|on
     stop_server
     python3 - "$json" "$mode" "$((c1 - c0))" "$CLK_TCK" "$((${d1%.*} - ${d0%.*}))" "${z%.*}" <<'EOF'
 import json, sys
-path, mode, ticks, clk, delivered, compressed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+path, mode, ticks, clk, delivered = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+compressed = sys.argv[6] or "n/a"
 r = json.load(open(path))
 m = r["messages"]
 cpu = ticks / clk
@@ -94,19 +118,22 @@ EOF
 
 idle() {  # idle off|on
     local mode=$1 flag=()
+    MODE=$mode
     [ "$mode" = on ] && flag=(--deflate)
     start_server "$OUT/server-idle-$mode.log"
     # A first 100 connections make the threads allocate what they keep
     # (buffers, the per-thread compressor a compressed welcome needs): the
     # RSS growth of the next IDLE connections is then theirs alone.
+    # shellcheck disable=SC2086 # BENCH_CONNFLOOD_ARGS is a list of words
     timeout $((RAMP + 60)) "$CONNFLOOD" --url "ws://127.0.0.1:$PORT/ws" --connections 100 --rooms 10 \
-        --senders 0 --ramp-up 1 --duration $((RAMP + 12)) --settle 1 --quiet "${flag[@]}" >"$OUT/cf-warm-$mode.txt" 2>&1 &
+        --senders 0 --ramp-up 1 --duration $((RAMP + 12)) --settle 1 --quiet "${flag[@]}" ${BENCH_CONNFLOOD_ARGS:-} >"$OUT/cf-warm-$mode.txt" 2>&1 &
     local warm=$!
     sleep 3
     local r0 r1 n
     r0=$(rss_kib)
+    # shellcheck disable=SC2086 # BENCH_CONNFLOOD_ARGS is a list of words
     timeout $((RAMP + 30)) "$CONNFLOOD" --url "ws://127.0.0.1:$PORT/ws" --connections "$IDLE" --rooms 10 \
-        --senders 0 --ramp-up "$RAMP" --duration 6 --settle 1 --quiet "${flag[@]}" >"$OUT/cf-idle-$mode.txt" 2>&1 &
+        --senders 0 --ramp-up "$RAMP" --duration 6 --settle 1 --quiet "${flag[@]}" ${BENCH_CONNFLOOD_ARGS:-} >"$OUT/cf-idle-$mode.txt" 2>&1 &
     local cf=$!
     sleep $((RAMP + 4))
     r1=$(rss_kib)
@@ -116,10 +143,10 @@ idle() {  # idle off|on
     wait "$cf" || echo "connflood idle ($mode) did not pass: see $OUT/cf-idle-$mode.txt" >&2
     wait "$warm" || true
     stop_server
-    awk -v a="$r0" -v b="$r1" -v n="$n" -v z="$z" -v m="$mode" -v i="$IDLE" \
-        'BEGIN { printf "idle   %-3s: %d connections (%d with deflate), RSS %d -> %d KiB over the last %d: %.0f B per connection\n", m, n, z, a, b, i, (b - a) * 1024 / i }'
+    awk -v a="$r0" -v b="$r1" -v n="${n:-n/a}" -v z="${z:-n/a}" -v m="$mode" -v i="$IDLE" \
+        'BEGIN { printf "idle   %-3s: %s connections (%s with deflate), RSS %d -> %d KiB over the last %d: %.0f B per connection\n", m, n, z, a, b, i, (b - a) * 1024 / i }'
 }
 
-echo "bench-deflate: $CONNS connections in one room, $SENDERS senders at 1/s, ${PAYLOAD}-character messages, ${DURATION} s; idle $IDLE; $(nproc) cores; raw output in $OUT"
+echo "bench-deflate ($PEER): $CONNS connections in one room, $SENDERS senders at 1/s, ${PAYLOAD}-character messages, ${DURATION} s; idle $IDLE; $(nproc) cores; raw output in $OUT"
 [ "$ONLY" = idle ] || for mode in off on; do fanout "$mode"; done
 [ "$ONLY" = fanout ] || for mode in off on; do idle "$mode"; done

@@ -13,12 +13,14 @@
 //! - [`redact`]: a request's query as it may be logged (`token=<redacted>`).
 //!
 //! Data flow: request head → [`authorize`] → `Identity` (user id, name,
-//! expiry) carried by the upgrade to the worker, which keeps the user id and
-//! expiry in a map beside its connections (empty with authentication off, so
-//! an unauthenticated connection costs not a byte more); the worker's
-//! once-a-second tick closes the connection at its expiry (4001), and its
-//! messages are published under the identity's name and user id. No token is
-//! kept after the check, and none is ever logged.
+//! expiry) carried by the upgrade to the worker. The expiry becomes the open
+//! WebSocket's `deadline` (a field every connection has), the name the chat
+//! session's; the user id is the name itself unless they differ (a `name`
+//! claim), when the worker keeps it in a map beside its connections. A
+//! token whose `sub` is the name thus costs not a byte more than no token.
+//! The worker's once-a-second tick closes the connection at its expiry
+//! (4001), and its messages are published under the identity's name and
+//! user id. No token is kept after the check, and none is ever logged.
 
 pub mod peer;
 pub mod rooms;

@@ -216,7 +216,8 @@ pub struct Conn {
     /// Worker clock (s) of the last byte received.
     pub last_rx: u32,
     /// Worker clock (s) of the phase's deadline: end of the handshake window
-    /// while in HTTP, end of the close handshake once closing.
+    /// while in HTTP, the token's expiry (`u32::MAX` without one) while an
+    /// open WebSocket, end of the close handshake once closing.
     pub deadline: u32,
     /// Why it is closing, counted once when it is removed.
     pub close_reason: Option<CloseReason>,

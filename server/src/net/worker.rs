@@ -151,26 +151,20 @@ pub struct Worker {
     /// Connections counted against MAX_CONNECTIONS_PER_IP, with their
     /// address (empty unless that limit is set); released in `remove`.
     peer_slots: HashMap<usize, IpAddr>,
-    /// Chat connections authenticated by a token (empty with authentication
-    /// off, so a connection costs nothing more then); removed in `remove`.
-    authenticated: HashMap<usize, Authenticated>,
+    /// The token user ids (`sub`) of chat connections whose chat name is
+    /// not their user id (a `name` claim, or a `sub` longer than a name);
+    /// removed in `remove`. Empty with authentication off, and for tokens
+    /// whose `sub` is the name: those connections cost nothing more than
+    /// unauthenticated ones (their expiry is the connection's `deadline`).
+    user_ids: HashMap<usize, Box<str>>,
     /// Inflates every compressed message of this worker's connections
     /// (reset per message); created on first use, out of `self` while
     /// `process` runs.
     inflater: Option<Box<Inflater>>,
 }
 
-/// What a chat connection's token said, kept beside the connection rather
-/// than in it: without authentication no connection pays for it.
-#[derive(Debug)]
-struct Authenticated {
-    /// The token's `sub`: each message's `userId`. The chat name is the
-    /// token's too (the session's `name`); a frame's `username` is ignored.
-    user_id: Box<str>,
-    /// Worker clock (s) at which the token expires: the tick closes the
-    /// connection then (4001).
-    expires: u32,
-}
+/// The `deadline` of an open WebSocket without a token: never.
+const NO_EXPIRY: u32 = u32::MAX;
 
 impl Worker {
     /// A worker for `poll`, which already has `inbox`'s waker registered under [`WAKER`].
@@ -212,7 +206,7 @@ impl Worker {
             limits,
             ping_frame: encoder::frame(OpCode::Control(Control::Ping), b"").into(),
             peer_slots: HashMap::new(),
-            authenticated: HashMap::new(),
+            user_ids: HashMap::new(),
             inflater: None,
         })
     }

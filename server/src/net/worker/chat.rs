@@ -93,13 +93,15 @@ impl Worker {
             MessageLimits { rate: config.rate_limit, burst: config.rate_burst, max_chat_bytes: config.max_chat_bytes };
         let origin = Origin { worker: self.index, key, conn_id: 0 };
         let now_ms = self.now_ms;
-        // With a token, a frame's `username` is ignored: the name is the token's.
-        let user = if self.authenticated.is_empty() { None } else { self.authenticated.get(&key) };
+        // With a token, a frame's `username` is ignored: the name is the
+        // token's, and so is the user id (the name itself unless recorded apart).
+        let authenticated = config.auth.is_some();
+        let recorded = self.user_ids.get(&key);
         let Some(c) = self.conns.get_mut(key) else { return };
         let origin = Origin { conn_id: c.id, ..origin };
         let Some(chat) = c.chat() else { return };
-        let user_id = user.map(|u| &*u.user_id);
-        let actions = chat.on_text(text, &limits, now_ms, clock::unix_millis(), user_id, origin);
+        let user_id: Option<Box<str>> = authenticated.then(|| recorded.map_or_else(|| chat.name.clone(), Box::clone));
+        let actions = chat.on_text(text, &limits, now_ms, clock::unix_millis(), user_id.as_deref(), origin);
         for action in actions {
             self.apply(key, action);
         }

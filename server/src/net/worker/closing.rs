@@ -102,7 +102,9 @@ impl Worker {
         if let Some(ip) = self.peer_slots.remove(&key) {
             self.state.peers.release(ip);
         }
-        self.authenticated.remove(&key);
+        if !self.user_ids.is_empty() {
+            self.user_ids.remove(&key);
+        }
         let m = &self.state.metrics.workers[self.index];
         if c.is_ws() {
             m.ws_connections.fetch_sub(1, Relaxed);

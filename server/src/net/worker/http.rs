@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Authenticated, Worker};
+use super::{Worker, NO_EXPIRY};
 use crate::chat::history::Entry;
 use crate::chat::session::ChatSession;
 use crate::clock;
@@ -162,6 +162,7 @@ impl Worker {
         self.queue(key, upgrade::switching_protocols(accept, deflate).into());
         let m = &self.state.metrics.workers[self.index];
         let Some(c) = self.conns.get_mut(key) else { return };
+        c.deadline = NO_EXPIRY; // an open WebSocket's deadline is its token's expiry
         if let Some(agreement) = deflate {
             c.flags |= flag::DEFLATE;
             if agreement.small_window() {
@@ -175,8 +176,10 @@ impl Worker {
                 let name = match identity {
                     // The token names the user; the `name` parameter is ignored.
                     Some(id) => {
-                        let expires = expiry_tick(self.state.started, id.expires);
-                        self.authenticated.insert(key, Authenticated { user_id: id.user_id.into(), expires });
+                        c.deadline = expiry_tick(self.state.started, id.expires);
+                        if id.user_id != id.name {
+                            self.user_ids.insert(key, id.user_id.into_boxed_str());
+                        }
                         id.name
                     }
                     None => params.name,

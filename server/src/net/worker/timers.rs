@@ -33,12 +33,7 @@ impl Worker {
         let mut expired = Vec::new();
         let mut silent = Vec::new();
         let mut to_ping = Vec::new();
-        let token_expired: Vec<usize> = self
-            .authenticated
-            .iter()
-            .filter(|(key, a)| now >= a.expires && self.conns.get(**key).is_some_and(|c| !c.close_sent()))
-            .map(|(key, _)| *key)
-            .collect();
+        let mut token_expired = Vec::new();
         for (key, c) in self.conns.iter_mut() {
             if c.has(flag::DOOMED) {
                 continue;
@@ -52,6 +47,8 @@ impl Worker {
                     expired.push(key);
                 }
                 Phase::Ws { .. } if closing && now >= c.deadline => expired.push(key),
+                // An open WebSocket's deadline is its token's expiry (NO_EXPIRY without one).
+                Phase::Ws { .. } if !c.close_sent() && now >= c.deadline => token_expired.push(key),
                 Phase::Ws { .. } if !c.close_sent() => {
                     let quiet = now.saturating_sub(c.last_rx);
                     if quiet >= 2 * ping {
