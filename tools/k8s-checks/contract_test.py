@@ -889,7 +889,8 @@ def _(ctx: Context) -> None:
     ensure(len(copies) == 1 and copies[0].startswith("--from="), f"the runtime stage must copy only the built binary, copies {copies}")
     ensure(copies[0].split()[-1] == ep_list[0], "the binary is not copied to the ENTRYPOINT path")
     build = " ".join(df.all_instr("RUN"))
-    ensure(re.search(r"cargo build --release --locked -p websocket-server", build), "build with cargo build --release --locked -p websocket-server")
+    ensure(re.search(r"cargo build (--release|--profile image) --locked -p websocket-server", build),
+           "build with cargo build --profile image (or --release) --locked -p websocket-server")
     ensure("bookworm" in df.stages[0]["from"], f"build stage {df.stages[0]['from']} must be Debian 12 (bookworm) to match the runtime glibc")
     # Every workspace member's manifest is copied for the dependency layer.
     import tomllib
