@@ -108,87 +108,87 @@ macro_rules! config {
 
 config! {
     knobs {
-    PORT: u16 = value(8080), "8080",
-        "TCP port for HTTP and WebSocket (0 picks a free port; the log says which)" => port;
-    BIND_ADDR: IpAddr = value(IpAddr::from([0, 0, 0, 0])), "0.0.0.0",
-        "address to listen on" => bind_addr;
-    ADMIN_PORT: Option<u16> = optional(), "",
-        "TCP port for /health, /ready and /metrics only; when set, /metrics is no longer answered on PORT" => admin_port;
-    WORKERS: usize = value(available_cores()).min(1), "available cores",
-        "event-loop threads, each with its own listener (SO_REUSEPORT) and connections" => workers;
-    MAX_CONNECTIONS: usize = value(default_max_connections()).min(1), "open-file limit - 1000",
-        "WebSocket connections per process; beyond it upgrades get 503 and /ready turns 503" => max_connections;
-    MAX_MESSAGE_BYTES: usize = value(65_536).min(125), "65536",
-        "largest WebSocket message or frame accepted; larger is closed with 1009" => max_message_bytes;
-    MAX_CHAT_BYTES: usize = value(4096).min(1), "4096",
-        "largest chat `message` text; larger gets an error frame `too_long`" => max_chat_bytes;
-    MAX_OUTBOUND_BYTES: usize = value(1 << 20).min(65_536), "1048576",
-        "bytes queued to one client before it is closed as a slow consumer (1008)" => max_outbound_bytes;
-    WS_COMPRESSION: bool = flag(true), "1",
-        "1 accepts permessage-deflate offers (each broadcast compressed once); 0 ignores them" => compression;
-    COMPRESSION_MIN_BYTES: usize = value(128), "128",
-        "messages shorter than this are sent uncompressed even to clients that negotiated compression" => compression_min_bytes;
-    MAX_REQUEST_BYTES: usize = value(8192).min(512), "8192",
-        "largest HTTP request head; larger gets 431" => max_request_bytes;
-    HANDSHAKE_TIMEOUT_SECS: Duration = secs(10).within(1, MAX_SECS), "10",
-        "time to send a complete HTTP request (slowloris guard); idle keep-alive limit" => handshake_timeout;
-    PING_INTERVAL: Duration = secs(30).within(1, MAX_SECS), "30",
-        "seconds between server pings to a silent client; silent for twice this is closed (1001)" => ping_interval;
-    RATE_LIMIT: f64 = value(10.0).rule(positive), "10",
-        "chat messages per second per connection (token bucket refill)" => rate_limit;
-    RATE_BURST: u32 = value(20).min(1), "20",
-        "token bucket size; past it messages get `rate_limited`, 10 in a row close with 1008" => rate_burst;
-    HISTORY_ON_JOIN: usize = value(50), "50",
-        "messages of history sent on join without `since`" => history_on_join;
-    HISTORY_RING: usize = value(1000).min(1), "1000",
-        "messages kept in memory per active room (resume window without MongoDB)" => history_ring;
-    HISTORY_MAX_BYTES: usize = value(128 << 20).min(1 << 20), "134217728",
-        "memory for stored messages over all rooms; past it the least recently active rooms lose theirs" => history_max_bytes;
-    ALLOWED_ORIGINS: Vec<String> = list(), "",
-        "comma-separated Origin values allowed to upgrade (unset: any); others get 403" => allowed_origins;
-    // Read by `auth::Verifier::from_env` (the derived `auth` below).
-    AUTH_JWT_SECRET: Option<String> = text(), "",
-        "HMAC secret (32+ bytes): every upgrade and /history needs a JWT (HS256/384/512); unset: no auth";
-    AUTH_JWT_PUBLIC_KEY_FILE: Option<String> = text(), "",
-        "PEM public key file instead of a secret: JWTs signed RS256/384/512, PS256/384/512, ES256/384 or EdDSA";
-    AUTH_JWT_ISSUER: Option<String> = text(), "",
-        "required `iss` of tokens (unset: not checked)";
-    AUTH_JWT_AUDIENCE: Option<String> = text(), "",
-        "required `aud` of tokens (unset: tokens with an `aud` are refused)";
-    // The derived `peer_limits` below.
-    MAX_CONNECTIONS_PER_IP: Option<u32> = optional().min(1), "",
-        "open WebSockets per client address (IPv6: per /64); beyond it upgrades get 429 (unset: no limit)";
-    UPGRADE_RATE_PER_IP: Option<f64> = optional().rule(positive), "",
-        "upgrade requests per second per client address (token bucket); beyond it 429 (unset: no limit)";
-    UPGRADE_BURST_PER_IP: u32 = value(20).min(1), "20",
-        "bucket size for UPGRADE_RATE_PER_IP";
-    ECHO_ROUTE: bool = flag(false), "0",
-        "1 serves a raw echo WebSocket at /echo (conformance testing)" => echo_route;
-    DRAIN_DELAY_SECS: Duration = secs(5).within(0, MAX_SECS), "5",
-        "after SIGTERM: seconds /ready is 503 before clients are closed" => drain_delay;
-    DRAIN_WINDOW_SECS: Duration = secs(10).within(0, MAX_SECS), "10",
-        "seconds over which clients are closed with 1001, spread evenly" => drain_window;
-    LOG_LEVEL: log::LevelFilter = value(log::LevelFilter::Info), "info",
-        "error, warn, info, debug or trace" => log_level;
-    POD_NAME: String = text_or(host_name), "host name",
-        "this replica's name, in frames and logs (Kubernetes downward API)" => pod_name;
-    // REDIS_URL, or REDIS_HOST/PORT/PASSWORD: the derived `redis_url` below.
-    REDIS_URL: Option<String> = text().rule(redis_scheme), "",
-        "redis://[:password@]host:port[/db]; set: replica mode (fan-out through Redis)";
-    REDIS_HOST: Option<String> = text(), "",
-        "alternative to REDIS_URL (with REDIS_PORT, default 6379, and REDIS_PASSWORD)";
-    REDIS_PORT: Option<String> = text(), "6379",
-        "port for REDIS_HOST";
-    REDIS_PASSWORD: Option<String> = text(), "",
-        "password for REDIS_HOST (and REDIS_CLUSTER_NODES)" => redis_password, show secret;
-    ROOM_LINGER_SECS: Duration = secs(30), "30",
-        "replica mode: seconds a room stays subscribed after its last member here left" => room_linger;
-    REDIS_CLUSTER_NODES: Option<String> = text().rule(cluster_nodes), "",
-        "redis://[:password@]host:port,… seed nodes of a Redis Cluster; set: replica mode on the cluster" => redis_cluster_nodes, show masked_nodes;
-    MONGO_URI: Option<String> = text().rule(mongo_scheme), "",
-        "mongodb://… (database from the path, default `chat`); set: every message is stored" => mongo_uri, show masked;
-    MONGO_QUEUE_MAX: usize = value(100_000).min(1), "100000",
-        "messages held for MongoDB while it is slow or down; beyond it they are dropped and counted" => mongo_queue_max;
+        PORT: u16 = value(8080), "8080",
+            "TCP port for HTTP and WebSocket (0 picks a free port; the log says which)" => port;
+        BIND_ADDR: IpAddr = value(IpAddr::from([0, 0, 0, 0])), "0.0.0.0",
+            "address to listen on" => bind_addr;
+        ADMIN_PORT: Option<u16> = optional(), "",
+            "TCP port for /health, /ready and /metrics only; when set, /metrics is no longer answered on PORT" => admin_port;
+        WORKERS: usize = value(available_cores()).min(1), "available cores",
+            "event-loop threads, each with its own listener (SO_REUSEPORT) and connections" => workers;
+        MAX_CONNECTIONS: usize = value(default_max_connections()).min(1), "open-file limit - 1000",
+            "WebSocket connections per process; beyond it upgrades get 503 and /ready turns 503" => max_connections;
+        MAX_MESSAGE_BYTES: usize = value(65_536).min(125), "65536",
+            "largest WebSocket message or frame accepted; larger is closed with 1009" => max_message_bytes;
+        MAX_CHAT_BYTES: usize = value(4096).min(1), "4096",
+            "largest chat `message` text; larger gets an error frame `too_long`" => max_chat_bytes;
+        MAX_OUTBOUND_BYTES: usize = value(1 << 20).min(65_536), "1048576",
+            "bytes queued to one client before it is closed as a slow consumer (1008)" => max_outbound_bytes;
+        WS_COMPRESSION: bool = flag(true), "1",
+            "1 accepts permessage-deflate offers (each broadcast compressed once); 0 ignores them" => compression;
+        COMPRESSION_MIN_BYTES: usize = value(128), "128",
+            "messages shorter than this are sent uncompressed even to clients that negotiated compression" => compression_min_bytes;
+        MAX_REQUEST_BYTES: usize = value(8192).min(512), "8192",
+            "largest HTTP request head; larger gets 431" => max_request_bytes;
+        HANDSHAKE_TIMEOUT_SECS: Duration = secs(10).within(1, MAX_SECS), "10",
+            "time to send a complete HTTP request (slowloris guard); idle keep-alive limit" => handshake_timeout;
+        PING_INTERVAL: Duration = secs(30).within(1, MAX_SECS), "30",
+            "seconds between server pings to a silent client; silent for twice this is closed (1001)" => ping_interval;
+        RATE_LIMIT: f64 = value(10.0).rule(positive), "10",
+            "chat messages per second per connection (token bucket refill)" => rate_limit;
+        RATE_BURST: u32 = value(20).min(1), "20",
+            "token bucket size; past it messages get `rate_limited`, 10 in a row close with 1008" => rate_burst;
+        HISTORY_ON_JOIN: usize = value(50), "50",
+            "messages of history sent on join without `since`" => history_on_join;
+        HISTORY_RING: usize = value(1000).min(1), "1000",
+            "messages kept in memory per active room (resume window without MongoDB)" => history_ring;
+        HISTORY_MAX_BYTES: usize = value(128 << 20).min(1 << 20), "134217728",
+            "memory for stored messages over all rooms; past it the least recently active rooms lose theirs" => history_max_bytes;
+        ALLOWED_ORIGINS: Vec<String> = list(), "",
+            "comma-separated Origin values allowed to upgrade (unset: any); others get 403" => allowed_origins;
+        // Read by `auth::Verifier::from_env` (the derived `auth` below).
+        AUTH_JWT_SECRET: Option<String> = text(), "",
+            "HMAC secret (32+ bytes): every upgrade and /history needs a JWT (HS256/384/512); unset: no auth";
+        AUTH_JWT_PUBLIC_KEY_FILE: Option<String> = text(), "",
+            "PEM public key file instead of a secret: JWTs signed RS256/384/512, PS256/384/512, ES256/384 or EdDSA";
+        AUTH_JWT_ISSUER: Option<String> = text(), "",
+            "required `iss` of tokens (unset: not checked)";
+        AUTH_JWT_AUDIENCE: Option<String> = text(), "",
+            "required `aud` of tokens (unset: tokens with an `aud` are refused)";
+        // The derived `peer_limits` below.
+        MAX_CONNECTIONS_PER_IP: Option<u32> = optional().min(1), "",
+            "open WebSockets per client address (IPv6: per /64); beyond it upgrades get 429 (unset: no limit)";
+        UPGRADE_RATE_PER_IP: Option<f64> = optional().rule(positive), "",
+            "upgrade requests per second per client address (token bucket); beyond it 429 (unset: no limit)";
+        UPGRADE_BURST_PER_IP: u32 = value(20).min(1), "20",
+            "bucket size for UPGRADE_RATE_PER_IP";
+        ECHO_ROUTE: bool = flag(false), "0",
+            "1 serves a raw echo WebSocket at /echo (conformance testing)" => echo_route;
+        DRAIN_DELAY_SECS: Duration = secs(5).within(0, MAX_SECS), "5",
+            "after SIGTERM: seconds /ready is 503 before clients are closed" => drain_delay;
+        DRAIN_WINDOW_SECS: Duration = secs(10).within(0, MAX_SECS), "10",
+            "seconds over which clients are closed with 1001, spread evenly" => drain_window;
+        LOG_LEVEL: log::LevelFilter = value(log::LevelFilter::Info), "info",
+            "error, warn, info, debug or trace" => log_level;
+        POD_NAME: String = text_or(host_name), "host name",
+            "this replica's name, in frames and logs (Kubernetes downward API)" => pod_name;
+        // REDIS_URL, or REDIS_HOST/PORT/PASSWORD: the derived `redis_url` below.
+        REDIS_URL: Option<String> = text().rule(redis_scheme), "",
+            "redis://[:password@]host:port[/db]; set: replica mode (fan-out through Redis)";
+        REDIS_HOST: Option<String> = text(), "",
+            "alternative to REDIS_URL (with REDIS_PORT, default 6379, and REDIS_PASSWORD)";
+        REDIS_PORT: Option<String> = text(), "6379",
+            "port for REDIS_HOST";
+        REDIS_PASSWORD: Option<String> = text(), "",
+            "password for REDIS_HOST (and REDIS_CLUSTER_NODES)" => redis_password, show secret;
+        ROOM_LINGER_SECS: Duration = secs(30), "30",
+            "replica mode: seconds a room stays subscribed after its last member here left" => room_linger;
+        REDIS_CLUSTER_NODES: Option<String> = text().rule(cluster_nodes), "",
+            "redis://[:password@]host:port,… seed nodes of a Redis Cluster; set: replica mode on the cluster" => redis_cluster_nodes, show masked_nodes;
+        MONGO_URI: Option<String> = text().rule(mongo_scheme), "",
+            "mongodb://… (database from the path, default `chat`); set: every message is stored" => mongo_uri, show masked;
+        MONGO_QUEUE_MAX: usize = value(100_000).min(1), "100000",
+            "messages held for MongoDB while it is slow or down; beyond it they are dropped and counted" => mongo_queue_max;
     }
     derived(get) {
         /// Redis URL (REDIS_URL, or built from REDIS_HOST, REDIS_PORT and
