@@ -5,63 +5,175 @@
 //! relaxed atomic add. `/metrics` sums the slots when it is scraped. The
 //! dedicated threads (hub, Redis, MongoDB) have their own slots below.
 //! docs/operations.md explains every metric; a test checks it names them all.
+//!
+//! Every metric is declared once, in the [`metric_struct!`] table of the
+//! struct that holds it: field, type, Prometheus kind, name, help and (for
+//! arrays) the label and its values. The struct, its `Default` and its part
+//! of [`Metrics::render`] come from that table; label values that index an
+//! array come from the enum they name ([`label_enum!`]), so the two cannot
+//! drift apart. Only figures computed from several fields (per-worker
+//! connections, protocol errors, the Redis up-gauge) are written out in
+//! `render`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::auth::{self, peer};
 
-/// Why a connection was closed: the `reason` label of `websocket_closes_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum CloseReason {
-    /// The client sent a close frame.
-    Client,
-    /// The client dropped TCP without a close frame.
-    Reset,
-    /// A protocol violation (1002).
-    Protocol,
-    /// Text that was not UTF-8 (1007).
-    InvalidUtf8,
-    /// A message over the size limit (1009).
-    TooBig,
-    /// Outbound queue over its bound (1008).
-    SlowConsumer,
-    /// Sustained rate-limit abuse (1008).
-    RateLimit,
-    /// Silent past twice the ping interval.
-    Timeout,
-    /// No complete HTTP request in time.
-    HandshakeTimeout,
-    /// Closed by a drain (1001).
-    Drain,
-    /// A socket error.
-    Error,
-    /// The room's sequence had an unrecoverable gap; the client must resume (1012).
-    Resync,
-    /// The handler panicked.
-    Panic,
-    /// The connection's token reached its `exp` (4001).
-    TokenExpired,
+/// Declares an enum whose variants are metric labels, and the array of those
+/// labels in variant order (`LABELS[variant as usize]` is its label).
+macro_rules! label_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident, labels $labels:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $label:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )*
+        }
+
+        #[doc = concat!("The label values of [`", stringify!($name), "`], in variant order.")]
+        pub const $labels: [&str; [$($label),*].len()] = [$($label),*];
+    };
+}
+pub(crate) use label_enum;
+
+/// Declares a struct of metrics: each field with its type and, when it is
+/// exported as is, `= kind "name" "help"` and for an array `by label in
+/// VALUES` (one sample per value, element `i` for `VALUES[i]`). Generates the
+/// struct (deriving `Default`: every value starts at zero) and
+/// `render_fields`, which writes those metrics summed over `slots`.
+macro_rules! metric_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                $field:ident: $ty:ty
+                $(= $kind:ident $metric:literal $help:literal $(by $label:ident in $values:path)?)?;
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Writes the exported fields, each summed over `slots`.
+            fn render_fields(out: &mut String, slots: &[&$name]) {
+                $($(
+                    let samples: Vec<(String, f64)> = metric_struct!(@samples slots, $field $(, $label, $values)?);
+                    write_metric(out, $metric, stringify!($kind), $help, &samples);
+                )?)*
+            }
+        }
+    };
+    (@samples $slots:ident, $field:ident) => {
+        vec![(String::new(), $slots.iter().map(|s| s.$field.sample()).sum())]
+    };
+    (@samples $slots:ident, $field:ident, $label:ident, $values:path) => {
+        $values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (format!("{{{}=\"{v}\"}}", stringify!($label)), $slots.iter().map(|s| s.$field[i].sample()).sum())
+            })
+            .collect()
+    };
 }
 
-/// The label values of [`CloseReason`], in order.
-pub const CLOSE_REASONS: [&str; 14] = [
-    "client",
-    "reset",
-    "protocol",
-    "invalid_utf8",
-    "too_big",
-    "slow_consumer",
-    "rate_limit",
-    "timeout",
-    "handshake_timeout",
-    "drain",
-    "error",
-    "resync",
-    "panic",
-    "token_expired",
-];
+/// A value that can be exported as a sample.
+trait Sample {
+    fn sample(&self) -> f64;
+}
+
+impl Sample for AtomicU64 {
+    fn sample(&self) -> f64 {
+        self.load(Relaxed) as f64
+    }
+}
+
+impl Sample for AtomicI64 {
+    fn sample(&self) -> f64 {
+        self.load(Relaxed) as f64
+    }
+}
+
+impl Sample for bool {
+    fn sample(&self) -> f64 {
+        if *self {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Sample for usize {
+    fn sample(&self) -> f64 {
+        *self as f64
+    }
+}
+
+impl Sample for u64 {
+    fn sample(&self) -> f64 {
+        *self as f64
+    }
+}
+
+impl Sample for f64 {
+    fn sample(&self) -> f64 {
+        *self
+    }
+}
+
+/// Writes one metric family: HELP, TYPE and its samples.
+fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+label_enum! {
+    /// Why a connection was closed: the `reason` label of `websocket_closes_total`.
+    pub enum CloseReason, labels CLOSE_REASONS {
+        /// The client sent a close frame.
+        Client = "client",
+        /// The client dropped TCP without a close frame.
+        Reset = "reset",
+        /// A protocol violation (1002).
+        Protocol = "protocol",
+        /// Text that was not UTF-8 (1007).
+        InvalidUtf8 = "invalid_utf8",
+        /// A message over the size limit (1009).
+        TooBig = "too_big",
+        /// Outbound queue over its bound (1008).
+        SlowConsumer = "slow_consumer",
+        /// Sustained rate-limit abuse (1008).
+        RateLimit = "rate_limit",
+        /// Silent past twice the ping interval.
+        Timeout = "timeout",
+        /// No complete HTTP request in time.
+        HandshakeTimeout = "handshake_timeout",
+        /// Closed by a drain (1001).
+        Drain = "drain",
+        /// A socket error.
+        Error = "error",
+        /// The room's sequence had an unrecoverable gap; the client must resume (1012).
+        Resync = "resync",
+        /// The handler panicked.
+        Panic = "panic",
+        /// The connection's token reached its `exp` (4001).
+        TokenExpired = "token_expired",
+    }
+}
 
 /// HTTP statuses counted in `websocket_http_responses_total`.
 pub const STATUSES: [u16; 13] = [101, 200, 400, 401, 403, 404, 405, 408, 426, 429, 431, 500, 503];
@@ -79,85 +191,69 @@ pub const REJECT_CODES: [&str; 9] = [
     "unsupported",
 ];
 
-/// One worker's counters. Only that worker writes them.
-#[derive(Debug)]
-#[repr(align(128))]
-pub struct WorkerMetrics {
-    /// Open WebSocket connections on this worker (gauge).
-    pub ws_connections: AtomicI64,
-    /// Open connections still speaking HTTP (gauge).
-    pub http_connections: AtomicI64,
-    /// Open WebSocket connections that negotiated permessage-deflate (gauge).
-    pub deflate_connections: AtomicI64,
-    /// permessage-deflate offers declined (malformed or unsupported parameters).
-    pub deflate_declined: AtomicU64,
-    /// Frames queued with a compressed payload (RSV1).
-    pub compressed_frames_out: AtomicU64,
-    /// Bytes queued to clients and not yet written (gauge).
-    pub outbound_bytes: AtomicI64,
-    /// Connections accepted.
-    pub accepted: AtomicU64,
-    /// accept() failures (e.g. out of file descriptors).
-    pub accept_errors: AtomicU64,
-    /// WebSocket upgrades completed.
-    pub upgrades: AtomicU64,
-    /// WebSocket frames received.
-    pub frames_in: AtomicU64,
-    /// WebSocket frames queued to clients.
-    pub frames_out: AtomicU64,
-    /// Bytes read from sockets.
-    pub bytes_in: AtomicU64,
-    /// Bytes written to sockets.
-    pub bytes_out: AtomicU64,
-    /// Chat messages accepted from clients.
-    pub messages_in: AtomicU64,
-    /// Chat frames queued to clients (deliveries).
-    pub messages_out: AtomicU64,
-    /// Write syscalls.
-    pub writes: AtomicU64,
-    /// Handler panics caught.
-    pub panics: AtomicU64,
-    /// 1 once this worker's thread died of a panic outside the handlers.
-    pub died: AtomicU64,
-    /// Per status in [`STATUSES`].
-    pub http_responses: [AtomicU64; STATUSES.len()],
-    /// Per code in [`REJECT_CODES`].
-    pub rejects: [AtomicU64; REJECT_CODES.len()],
-    /// Per reason in [`CLOSE_REASONS`].
-    pub closes: [AtomicU64; CLOSE_REASONS.len()],
-    /// Requests refused by authentication, per label in [`auth::REFUSALS`].
-    pub auth_refusals: [AtomicU64; auth::REFUSALS.len()],
-    /// Upgrades refused by a per-address limit, per label in [`peer::LIMITS`].
-    pub address_refusals: [AtomicU64; peer::LIMITS.len()],
-}
-
-impl Default for WorkerMetrics {
-    fn default() -> Self {
-        WorkerMetrics {
-            ws_connections: AtomicI64::new(0),
-            http_connections: AtomicI64::new(0),
-            deflate_connections: AtomicI64::new(0),
-            deflate_declined: AtomicU64::new(0),
-            compressed_frames_out: AtomicU64::new(0),
-            outbound_bytes: AtomicI64::new(0),
-            accepted: AtomicU64::new(0),
-            accept_errors: AtomicU64::new(0),
-            upgrades: AtomicU64::new(0),
-            frames_in: AtomicU64::new(0),
-            frames_out: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            panics: AtomicU64::new(0),
-            died: AtomicU64::new(0),
-            http_responses: std::array::from_fn(|_| AtomicU64::new(0)),
-            rejects: std::array::from_fn(|_| AtomicU64::new(0)),
-            closes: std::array::from_fn(|_| AtomicU64::new(0)),
-            auth_refusals: std::array::from_fn(|_| AtomicU64::new(0)),
-            address_refusals: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
+metric_struct! {
+    /// One worker's counters. Only that worker writes them.
+    #[repr(align(128))]
+    pub struct WorkerMetrics {
+        /// Open WebSocket connections on this worker (gauge; also exported per worker).
+        ws_connections: AtomicI64 = gauge "websocket_connections_active" "Open WebSocket connections.";
+        /// Open connections still speaking HTTP (gauge).
+        http_connections: AtomicI64 = gauge "websocket_http_connections_active"
+            "Open connections that have not upgraded (HTTP requests in progress).";
+        /// Open WebSocket connections that negotiated permessage-deflate (gauge).
+        deflate_connections: AtomicI64 = gauge "websocket_deflate_connections_active"
+            "Open WebSocket connections that negotiated permessage-deflate.";
+        /// permessage-deflate offers declined (malformed or unsupported parameters).
+        deflate_declined: AtomicU64 = counter "websocket_deflate_offers_declined_total"
+            "permessage-deflate offers declined (malformed or unsupported parameters).";
+        /// Frames queued with a compressed payload (RSV1).
+        compressed_frames_out: AtomicU64 = counter "websocket_compressed_frames_sent_total"
+            "Frames queued to clients with a compressed payload (permessage-deflate).";
+        /// Connections accepted.
+        accepted: AtomicU64 = counter "websocket_connections_accepted_total" "TCP connections accepted.";
+        /// accept() failures (e.g. out of file descriptors).
+        accept_errors: AtomicU64 = counter "websocket_accept_errors_total"
+            "accept() failures, e.g. out of file descriptors.";
+        /// WebSocket upgrades completed.
+        upgrades: AtomicU64 = counter "websocket_upgrades_total" "WebSocket upgrades completed.";
+        /// Per status in [`STATUSES`].
+        http_responses: [AtomicU64; STATUSES.len()] = counter "websocket_http_responses_total"
+            "HTTP responses by status (101 = upgrade)." by status in STATUSES;
+        /// WebSocket frames received.
+        frames_in: AtomicU64 = counter "websocket_frames_received_total" "WebSocket frames received.";
+        /// WebSocket frames queued to clients.
+        frames_out: AtomicU64 = counter "websocket_frames_sent_total" "WebSocket frames queued to clients.";
+        /// Bytes read from sockets.
+        bytes_in: AtomicU64 = counter "websocket_bytes_received_total" "Bytes read from client sockets.";
+        /// Bytes written to sockets.
+        bytes_out: AtomicU64 = counter "websocket_bytes_sent_total" "Bytes written to client sockets.";
+        /// Write syscalls.
+        writes: AtomicU64 = counter "websocket_write_syscalls_total" "Vectored write calls.";
+        /// Chat messages accepted from clients.
+        messages_in: AtomicU64 = counter "websocket_messages_received_total" "Chat messages accepted from clients.";
+        /// Chat frames queued to clients (deliveries).
+        messages_out: AtomicU64 = counter "websocket_messages_delivered_total" "Chat messages queued to clients.";
+        /// Per code in [`REJECT_CODES`].
+        rejects: [AtomicU64; REJECT_CODES.len()] = counter "websocket_messages_rejected_total"
+            "Client frames answered with an error frame, by code." by code in REJECT_CODES;
+        /// Per reason in [`CLOSE_REASONS`] (protocol errors are also exported by kind).
+        closes: [AtomicU64; CLOSE_REASONS.len()] = counter "websocket_closes_total"
+            "Connections closed, by reason." by reason in CLOSE_REASONS;
+        /// Requests refused by authentication, per label in [`auth::REFUSALS`].
+        auth_refusals: [AtomicU64; auth::REFUSALS.len()] = counter "websocket_auth_refusals_total"
+            "Upgrades and /history requests refused by authentication (401/403), by reason."
+            by reason in auth::REFUSALS;
+        /// Upgrades refused by a per-address limit, per label in [`peer::LIMITS`].
+        address_refusals: [AtomicU64; peer::LIMITS.len()] = counter "websocket_address_limit_refusals_total"
+            "Upgrades refused by a per-address limit (429), by limit." by limit in peer::LIMITS;
+        /// Handler panics caught.
+        panics: AtomicU64 = counter "websocket_panics_total"
+            "Connection handler panics caught (the connection is closed).";
+        /// 1 once this worker's thread died of a panic outside the handlers.
+        died: AtomicU64 = counter "websocket_worker_deaths_total"
+            "Worker threads that died of a panic outside the handlers (the process drains and exits 1).";
+        /// Bytes queued to clients and not yet written (gauge).
+        outbound_bytes: AtomicI64 = gauge "websocket_outbound_queued_bytes" "Bytes queued to clients, not yet written.";
     }
 }
 
@@ -192,78 +288,90 @@ impl WorkerMetrics {
     }
 }
 
-/// Counters of the sequencing path (embedded hub or Redis bridge) and the
-/// MongoDB writer. Each field has one writer thread.
-#[derive(Debug, Default)]
-pub struct BackendMetrics {
-    /// Messages sequenced and handed to the workers.
-    pub fanned_out: AtomicU64,
-    /// Resends not published again: their `clientId` was already sequenced.
-    pub deduplicated: AtomicU64,
-    /// 1 while the publisher's Redis connection is up (replica mode).
-    pub redis_publisher_up: AtomicI64,
-    /// 1 while the Redis subscription is up (replica mode).
-    pub redis_subscriber_up: AtomicI64,
-    /// Redis errors seen.
-    pub redis_errors: AtomicU64,
-    /// Redis reconnections.
-    pub redis_reconnects: AtomicU64,
-    /// Messages published to Redis.
-    pub redis_published: AtomicU64,
-    /// Messages received from the subscription.
-    pub redis_received: AtomicU64,
-    /// Rooms this pod is subscribed to (or subscribing, or lingering), gauge.
-    pub redis_subscribed_rooms: AtomicI64,
-    /// Messages the publisher holds for Redis (node down, failing over, or
-    /// the room's subscription pending), gauge.
-    pub redis_held: AtomicI64,
-    /// Bytes of the messages the publisher holds, gauge.
-    pub redis_held_bytes: AtomicI64,
-    /// Messages refused at once because the hold was full (count or bytes).
-    pub redis_held_overflow: AtomicU64,
-    /// Messages fetched to fill a seq gap.
-    pub gap_filled: AtomicU64,
-    /// Gaps that could not be filled (the room's clients were made to resume).
-    pub gap_resyncs: AtomicU64,
-    /// MongoDB reads again for a hole just below the ring (deep resumes).
-    pub history_refills: AtomicU64,
-    /// Messages waiting for MongoDB (gauge).
-    pub mongo_queue: AtomicI64,
-    /// Messages written to MongoDB.
-    pub mongo_written: AtomicU64,
-    /// Batch writes retried.
-    pub mongo_retried: AtomicU64,
-    /// Messages dropped because the MongoDB queue was full.
-    pub mongo_dropped: AtomicU64,
-    /// Messages MongoDB refused for good (per-document permanent errors).
-    pub mongo_rejected: AtomicU64,
-    /// MongoDB errors seen.
-    pub mongo_errors: AtomicU64,
+metric_struct! {
+    /// Counters of the sequencing path (embedded hub or Redis bridge) and the
+    /// MongoDB writer. Each field has one writer thread.
+    pub struct BackendMetrics {
+        /// Messages sequenced and handed to the workers.
+        fanned_out: AtomicU64 = counter "websocket_messages_fanned_out_total"
+            "Messages sequenced and handed to workers.";
+        /// Resends not published again: their `clientId` was already sequenced.
+        deduplicated: AtomicU64 = counter "websocket_messages_deduplicated_total"
+            "Resent messages not published again (their clientId was already sequenced).";
+        /// 1 while the publisher's Redis connection is up (replica mode; exported with the subscriber's).
+        redis_publisher_up: AtomicI64;
+        /// 1 while the Redis subscription is up (replica mode; exported with the publisher's).
+        redis_subscriber_up: AtomicI64;
+        /// Redis errors seen.
+        redis_errors: AtomicU64 = counter "websocket_redis_errors_total" "Redis errors.";
+        /// Redis reconnections.
+        redis_reconnects: AtomicU64 = counter "websocket_redis_reconnects_total" "Redis reconnections.";
+        /// Messages published to Redis.
+        redis_published: AtomicU64 = counter "websocket_redis_published_total" "Messages published to Redis.";
+        /// Messages received from the subscription.
+        redis_received: AtomicU64 = counter "websocket_redis_received_total"
+            "Messages received from the Redis subscription.";
+        /// Rooms this pod is subscribed to (or subscribing, or lingering), gauge.
+        redis_subscribed_rooms: AtomicI64 = gauge "websocket_redis_subscribed_rooms"
+            "Rooms whose Redis shard channel this pod subscribes to (members here, or left less than a linger ago).";
+        /// Messages the publisher holds for Redis (node down, failing over, or
+        /// the room's subscription pending).
+        redis_held: AtomicI64 = gauge "websocket_redis_held"
+            "Messages held for Redis (their node down or failing over, or their room's subscription pending).";
+        /// Bytes of the messages the publisher holds.
+        redis_held_bytes: AtomicI64 = gauge "websocket_redis_held_bytes" "Bytes of the messages held for Redis.";
+        /// Messages refused at once because the hold was full (count or bytes).
+        redis_held_overflow: AtomicU64 = counter "websocket_redis_held_overflow_total"
+            "Messages refused with `unavailable` at once because the hold for Redis was full.";
+        /// Messages fetched to fill a seq gap.
+        gap_filled: AtomicU64 = counter "websocket_gap_filled_total" "Messages fetched from history to fill a seq gap.";
+        /// Gaps that could not be filled (the room's clients were made to resume).
+        gap_resyncs: AtomicU64 = counter "websocket_gap_resyncs_total" "Unfillable seq gaps (clients told to resume).";
+        /// Messages waiting for MongoDB (gauge).
+        mongo_queue: AtomicI64 = gauge "websocket_mongo_queue_depth" "Messages waiting to be written to MongoDB.";
+        /// Messages written to MongoDB.
+        mongo_written: AtomicU64 = counter "websocket_mongo_written_total" "Messages written to MongoDB.";
+        /// MongoDB reads again for a hole just below the ring (deep resumes).
+        history_refills: AtomicU64 = counter "websocket_history_refills_total"
+            "MongoDB reads again for a deep resume's hole just below the ring.";
+        /// Batch writes retried.
+        mongo_retried: AtomicU64 = counter "websocket_mongo_retried_total" "MongoDB batch writes retried.";
+        /// Messages dropped because the MongoDB queue was full.
+        mongo_dropped: AtomicU64 = counter "websocket_mongo_dropped_total"
+            "Messages dropped because the MongoDB queue was full.";
+        /// Messages MongoDB refused for good (per-document permanent errors).
+        mongo_rejected: AtomicU64 = counter "websocket_mongo_rejected_total"
+            "Messages MongoDB refused for good (validation, too large...): logged with room and seq, not stored.";
+        /// MongoDB errors seen.
+        mongo_errors: AtomicU64 = counter "websocket_mongo_errors_total" "MongoDB errors.";
+    }
 }
 
-/// Process-wide figures that are read, not counted, at scrape time.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// 1 while draining.
-    pub draining: bool,
-    /// Messages waiting in the workers' inboxes.
-    pub inbox_depth: usize,
-    /// Broadcasts not queued at an inbox's bound (their clients resumed).
-    pub inbox_dropped: u64,
-    /// Messages waiting for the sequencer (hub or Redis publisher).
-    pub publish_queue_depth: usize,
-    /// Rooms with stored history.
-    pub history_rooms: usize,
-    /// Bytes of stored history.
-    pub history_bytes: usize,
-    /// Resident memory, bytes.
-    pub rss_bytes: u64,
-    /// CPU time used, seconds.
-    pub cpu_seconds: f64,
-    /// Seconds since start.
-    pub uptime_seconds: f64,
-    /// The configured connection limit.
-    pub max_connections: usize,
+metric_struct! {
+    /// Process-wide figures that are read, not counted, at scrape time.
+    pub struct Snapshot {
+        /// The configured connection limit.
+        max_connections: usize = gauge "websocket_max_connections" "Configured MAX_CONNECTIONS.";
+        /// Messages waiting in the workers' inboxes.
+        inbox_depth: usize = gauge "websocket_inbox_depth" "Broadcasts waiting in worker inboxes.";
+        /// Broadcasts not queued at an inbox's bound (their clients resumed).
+        inbox_dropped: u64 = counter "websocket_inbox_dropped_total"
+            "Broadcasts not queued at a worker inbox's bound (that worker's chat clients were closed with 1012 to resume).";
+        /// Messages waiting for the sequencer (hub or Redis publisher).
+        publish_queue_depth: usize = gauge "websocket_publish_queue_depth" "Messages waiting to be sequenced.";
+        /// Rooms with stored history.
+        history_rooms: usize = gauge "websocket_history_rooms" "Rooms with stored history on this pod.";
+        /// Bytes of stored history.
+        history_bytes: usize = gauge "websocket_history_bytes" "Bytes of stored history on this pod.";
+        /// 1 while draining.
+        draining: bool = gauge "websocket_draining" "1 while the server drains after SIGTERM.";
+        /// Resident memory, bytes.
+        rss_bytes: u64 = gauge "process_resident_memory_bytes" "Resident memory size in bytes.";
+        /// CPU time used, seconds.
+        cpu_seconds: f64 = counter "process_cpu_seconds_total" "User and system CPU time in seconds.";
+        /// Seconds since start.
+        uptime_seconds: f64 = gauge "websocket_uptime_seconds" "Seconds since the process started.";
+    }
 }
 
 /// Every metric of the process.
@@ -322,336 +430,48 @@ impl Metrics {
         self.sum(|w| &w.closes[reason as usize])
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// The Prometheus text exposition (format 0.0.4): the declared metrics of
+    /// the workers (summed), the backend and `snap`, then those computed from
+    /// several fields.
     pub fn render(&self, snap: &Snapshot) -> String {
         let mut out = String::with_capacity(8192);
-        let b = &self.backend;
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let one = |v: f64| vec![(String::new(), v)];
-        let per_worker = |f: &dyn Fn(&WorkerMetrics) -> f64| {
-            self.workers.iter().enumerate().map(|(i, w)| (format!("{{worker=\"{i}\"}}"), f(w))).collect::<Vec<_>>()
-        };
+        WorkerMetrics::render_fields(&mut out, &self.workers.iter().collect::<Vec<_>>());
+        BackendMetrics::render_fields(&mut out, &[&self.backend]);
+        Snapshot::render_fields(&mut out, &[snap]);
 
-        metric(
-            "websocket_connections_active",
-            "gauge",
-            "Open WebSocket connections.",
-            &one(self.ws_connections() as f64),
-        );
-        metric(
+        let per_worker: Vec<_> = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (format!("{{worker=\"{i}\"}}"), w.ws_connections.sample()))
+            .collect();
+        write_metric(
+            &mut out,
             "websocket_worker_connections_active",
             "gauge",
             "Open WebSocket connections per worker thread.",
-            &per_worker(&|w| w.ws_connections.load(Relaxed) as f64),
+            &per_worker,
         );
-        metric(
-            "websocket_http_connections_active",
-            "gauge",
-            "Open connections that have not upgraded (HTTP requests in progress).",
-            &one(self.gauge(|w| &w.http_connections) as f64),
-        );
-        metric(
-            "websocket_deflate_connections_active",
-            "gauge",
-            "Open WebSocket connections that negotiated permessage-deflate.",
-            &one(self.gauge(|w| &w.deflate_connections) as f64),
-        );
-        metric(
-            "websocket_deflate_offers_declined_total",
-            "counter",
-            "permessage-deflate offers declined (malformed or unsupported parameters).",
-            &one(self.sum(|w| &w.deflate_declined) as f64),
-        );
-        metric(
-            "websocket_compressed_frames_sent_total",
-            "counter",
-            "Frames queued to clients with a compressed payload (permessage-deflate).",
-            &one(self.sum(|w| &w.compressed_frames_out) as f64),
-        );
-        metric("websocket_max_connections", "gauge", "Configured MAX_CONNECTIONS.", &one(snap.max_connections as f64));
-        metric(
-            "websocket_connections_accepted_total",
-            "counter",
-            "TCP connections accepted.",
-            &one(self.sum(|w| &w.accepted) as f64),
-        );
-        metric(
-            "websocket_accept_errors_total",
-            "counter",
-            "accept() failures, e.g. out of file descriptors.",
-            &one(self.sum(|w| &w.accept_errors) as f64),
-        );
-        metric("websocket_upgrades_total", "counter", "WebSocket upgrades completed.", &one(self.upgrades() as f64));
-        let statuses: Vec<_> = STATUSES
+        let protocol: Vec<_> = [CloseReason::Protocol, CloseReason::InvalidUtf8, CloseReason::TooBig]
             .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("{{status=\"{s}\"}}"), self.sum(|w| &w.http_responses[i]) as f64))
+            .map(|&r| (format!("{{kind=\"{}\"}}", CLOSE_REASONS[r as usize]), self.closes(r) as f64))
             .collect();
-        metric("websocket_http_responses_total", "counter", "HTTP responses by status (101 = upgrade).", &statuses);
-        metric(
-            "websocket_frames_received_total",
+        write_metric(
+            &mut out,
+            "websocket_protocol_errors_total",
             "counter",
-            "WebSocket frames received.",
-            &one(self.sum(|w| &w.frames_in) as f64),
+            "RFC 6455 violations by clients, by kind.",
+            &protocol,
         );
-        metric(
-            "websocket_frames_sent_total",
-            "counter",
-            "WebSocket frames queued to clients.",
-            &one(self.sum(|w| &w.frames_out) as f64),
-        );
-        metric(
-            "websocket_bytes_received_total",
-            "counter",
-            "Bytes read from client sockets.",
-            &one(self.sum(|w| &w.bytes_in) as f64),
-        );
-        metric(
-            "websocket_bytes_sent_total",
-            "counter",
-            "Bytes written to client sockets.",
-            &one(self.sum(|w| &w.bytes_out) as f64),
-        );
-        metric(
-            "websocket_write_syscalls_total",
-            "counter",
-            "Vectored write calls.",
-            &one(self.sum(|w| &w.writes) as f64),
-        );
-        let (msgs_in, msgs_out) = self.messages();
-        metric(
-            "websocket_messages_received_total",
-            "counter",
-            "Chat messages accepted from clients.",
-            &one(msgs_in as f64),
-        );
-        metric(
-            "websocket_messages_delivered_total",
-            "counter",
-            "Chat messages queued to clients.",
-            &one(msgs_out as f64),
-        );
-        let rejects: Vec<_> = REJECT_CODES
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("{{code=\"{c}\"}}"), self.sum(|w| &w.rejects[i]) as f64))
-            .collect();
-        metric(
-            "websocket_messages_rejected_total",
-            "counter",
-            "Client frames answered with an error frame, by code.",
-            &rejects,
-        );
-        let closes: Vec<_> = CLOSE_REASONS
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (format!("{{reason=\"{r}\"}}"), self.sum(|w| &w.closes[i]) as f64))
-            .collect();
-        metric("websocket_closes_total", "counter", "Connections closed, by reason.", &closes);
-        let auth_refusals: Vec<_> = auth::REFUSALS
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (format!("{{reason=\"{r}\"}}"), self.sum(|w| &w.auth_refusals[i]) as f64))
-            .collect();
-        metric(
-            "websocket_auth_refusals_total",
-            "counter",
-            "Upgrades and /history requests refused by authentication (401/403), by reason.",
-            &auth_refusals,
-        );
-        let address_refusals: Vec<_> = peer::LIMITS
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (format!("{{limit=\"{l}\"}}"), self.sum(|w| &w.address_refusals[i]) as f64))
-            .collect();
-        metric(
-            "websocket_address_limit_refusals_total",
-            "counter",
-            "Upgrades refused by a per-address limit (429), by limit.",
-            &address_refusals,
-        );
-        let protocol: Vec<_> = [
-            ("protocol", CloseReason::Protocol),
-            ("invalid_utf8", CloseReason::InvalidUtf8),
-            ("too_big", CloseReason::TooBig),
-        ]
-        .iter()
-        .map(|(l, r)| (format!("{{kind=\"{l}\"}}"), self.closes(*r) as f64))
-        .collect();
-        metric("websocket_protocol_errors_total", "counter", "RFC 6455 violations by clients, by kind.", &protocol);
-        metric(
-            "websocket_panics_total",
-            "counter",
-            "Connection handler panics caught (the connection is closed).",
-            &one(self.sum(|w| &w.panics) as f64),
-        );
-        metric(
-            "websocket_worker_deaths_total",
-            "counter",
-            "Worker threads that died of a panic outside the handlers (the process drains and exits 1).",
-            &one(self.sum(|w| &w.died) as f64),
-        );
-        metric(
-            "websocket_outbound_queued_bytes",
-            "gauge",
-            "Bytes queued to clients, not yet written.",
-            &one(self.outbound_bytes() as f64),
-        );
-        metric(
-            "websocket_inbox_depth",
-            "gauge",
-            "Broadcasts waiting in worker inboxes.",
-            &one(snap.inbox_depth as f64),
-        );
-        metric(
-            "websocket_inbox_dropped_total",
-            "counter",
-            "Broadcasts not queued at a worker inbox's bound (that worker's chat clients were closed with 1012 to resume).",
-            &one(snap.inbox_dropped as f64),
-        );
-        metric(
-            "websocket_publish_queue_depth",
-            "gauge",
-            "Messages waiting to be sequenced.",
-            &one(snap.publish_queue_depth as f64),
-        );
-        metric(
-            "websocket_messages_fanned_out_total",
-            "counter",
-            "Messages sequenced and handed to workers.",
-            &one(b.fanned_out.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_messages_deduplicated_total",
-            "counter",
-            "Resent messages not published again (their clientId was already sequenced).",
-            &one(b.deduplicated.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_history_rooms",
-            "gauge",
-            "Rooms with stored history on this pod.",
-            &one(snap.history_rooms as f64),
-        );
-        metric(
-            "websocket_history_bytes",
-            "gauge",
-            "Bytes of stored history on this pod.",
-            &one(snap.history_bytes as f64),
-        );
-        metric(
-            "websocket_draining",
-            "gauge",
-            "1 while the server drains after SIGTERM.",
-            &one(if snap.draining { 1.0 } else { 0.0 }),
-        );
+        let b = &self.backend;
         let redis_up = b.redis_publisher_up.load(Relaxed).min(b.redis_subscriber_up.load(Relaxed));
-        metric(
+        write_metric(
+            &mut out,
             "websocket_redis_connected",
             "gauge",
             "1 while both Redis connections (publisher, subscription) are up (replica mode).",
-            &one(redis_up as f64),
+            &[(String::new(), redis_up as f64)],
         );
-        metric("websocket_redis_errors_total", "counter", "Redis errors.", &one(b.redis_errors.load(Relaxed) as f64));
-        metric(
-            "websocket_redis_reconnects_total",
-            "counter",
-            "Redis reconnections.",
-            &one(b.redis_reconnects.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_redis_published_total",
-            "counter",
-            "Messages published to Redis.",
-            &one(b.redis_published.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_redis_received_total",
-            "counter",
-            "Messages received from the Redis subscription.",
-            &one(b.redis_received.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_redis_subscribed_rooms",
-            "gauge",
-            "Rooms whose Redis shard channel this pod subscribes to (members here, or left less than a linger ago).",
-            &one(b.redis_subscribed_rooms.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_redis_held",
-            "gauge",
-            "Messages held for Redis (their node down or failing over, or their room's subscription pending).",
-            &one(b.redis_held.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_redis_held_bytes",
-            "gauge",
-            "Bytes of the messages held for Redis.",
-            &one(b.redis_held_bytes.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_redis_held_overflow_total",
-            "counter",
-            "Messages refused with `unavailable` at once because the hold for Redis was full.",
-            &one(b.redis_held_overflow.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_gap_filled_total",
-            "counter",
-            "Messages fetched from history to fill a seq gap.",
-            &one(b.gap_filled.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_gap_resyncs_total",
-            "counter",
-            "Unfillable seq gaps (clients told to resume).",
-            &one(b.gap_resyncs.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_mongo_queue_depth",
-            "gauge",
-            "Messages waiting to be written to MongoDB.",
-            &one(b.mongo_queue.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_mongo_written_total",
-            "counter",
-            "Messages written to MongoDB.",
-            &one(b.mongo_written.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_history_refills_total",
-            "counter",
-            "MongoDB reads again for a deep resume's hole just below the ring.",
-            &one(b.history_refills.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_mongo_retried_total",
-            "counter",
-            "MongoDB batch writes retried.",
-            &one(b.mongo_retried.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_mongo_dropped_total",
-            "counter",
-            "Messages dropped because the MongoDB queue was full.",
-            &one(b.mongo_dropped.load(Relaxed) as f64),
-        );
-        metric(
-            "websocket_mongo_rejected_total",
-            "counter",
-            "Messages MongoDB refused for good (validation, too large...): logged with room and seq, not stored.",
-            &one(b.mongo_rejected.load(Relaxed) as f64),
-        );
-        metric("websocket_mongo_errors_total", "counter", "MongoDB errors.", &one(b.mongo_errors.load(Relaxed) as f64));
-        metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", &one(snap.rss_bytes as f64));
-        metric("process_cpu_seconds_total", "counter", "User and system CPU time in seconds.", &one(snap.cpu_seconds));
-        metric("websocket_uptime_seconds", "gauge", "Seconds since the process started.", &one(snap.uptime_seconds));
         out
     }
 }
@@ -678,52 +498,5 @@ pub fn process_usage() -> (u64, f64, f64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_line_up_with_their_enums() {
-        assert_eq!(CLOSE_REASONS[CloseReason::Panic as usize], "panic");
-        assert_eq!(CLOSE_REASONS[CloseReason::SlowConsumer as usize], "slow_consumer");
-        assert_eq!(CLOSE_REASONS[CloseReason::Client as usize], "client");
-    }
-
-    #[test]
-    fn render_sums_workers_and_is_valid_exposition() {
-        let m = Metrics::new(2);
-        m.workers[0].ws_connections.fetch_add(3, Relaxed);
-        m.workers[1].ws_connections.fetch_add(4, Relaxed);
-        m.workers[1].http_response(426);
-        m.workers[0].close(CloseReason::SlowConsumer);
-        m.workers[1].reject("rate_limited");
-        let text = m.render(&Snapshot { draining: true, ..Snapshot::default() });
-        assert!(text.contains("\nwebsocket_connections_active 7\n"));
-        assert!(text.contains("websocket_worker_connections_active{worker=\"1\"} 4\n"));
-        assert!(text.contains("websocket_http_responses_total{status=\"426\"} 1\n"));
-        assert!(text.contains("websocket_closes_total{reason=\"slow_consumer\"} 1\n"));
-        assert!(text.contains("websocket_messages_rejected_total{code=\"rate_limited\"} 1\n"));
-        assert!(text.contains("websocket_draining 1\n"));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = line.rsplit_once(' ').unwrap();
-            assert!(value.parse::<f64>().is_ok(), "{line}");
-            assert!(name.starts_with("websocket_") || name.starts_with("process_"), "{line}");
-        }
-    }
-
-    #[test]
-    fn process_usage_reads_proc() {
-        let (rss, user, system) = process_usage();
-        assert!(rss > 0);
-        assert!(user >= 0.0 && system >= 0.0);
-    }
-
-    #[test]
-    fn operations_doc_describes_every_metric() {
-        let doc = include_str!("../../docs/operations.md");
-        let text = Metrics::new(1).render(&Snapshot::default());
-        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-            let name = line.split_whitespace().nth(2).unwrap();
-            assert!(doc.contains(&format!("`{name}")), "docs/operations.md does not describe {name}");
-        }
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -34,49 +34,34 @@ use crate::http::response::Response;
 
 pub use token::{Identity, Verifier};
 
-/// Why a request was refused: the `reason` label of
-/// `websocket_auth_refusals_total`, in the order of [`REFUSALS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Refusal {
-    /// No token in the query or an `Authorization: Bearer` header.
-    Missing,
-    /// Not a JWT (three base64url parts with JSON), or claims of the wrong type.
-    Malformed,
-    /// An algorithm outside the configured family (`none`, HMAC with a public key …).
-    BadAlgorithm,
-    /// The signature does not verify.
-    BadSignature,
-    /// Past `exp`.
-    Expired,
-    /// Before `nbf`.
-    NotYetValid,
-    /// `exp` or `sub` (or `iss`/`aud` when configured) missing.
-    MissingClaim,
-    /// `iss` is not `AUTH_JWT_ISSUER`.
-    BadIssuer,
-    /// `aud` is not `AUTH_JWT_AUDIENCE` (or present when none is configured).
-    BadAudience,
-    /// `sub`/`name` unusable as a user id or name.
-    BadClaims,
-    /// The `rooms` claim does not include the room.
-    RoomForbidden,
+crate::metrics::label_enum! {
+    /// Why a request was refused: the `reason` label of
+    /// `websocket_auth_refusals_total` ([`REFUSALS`]).
+    pub enum Refusal, labels REFUSALS {
+        /// No token in the query or an `Authorization: Bearer` header.
+        Missing = "missing",
+        /// Not a JWT (three base64url parts with JSON), or claims of the wrong type.
+        Malformed = "malformed",
+        /// An algorithm outside the configured family (`none`, HMAC with a public key …).
+        BadAlgorithm = "bad_algorithm",
+        /// The signature does not verify.
+        BadSignature = "bad_signature",
+        /// Past `exp`.
+        Expired = "expired",
+        /// Before `nbf`.
+        NotYetValid = "not_yet_valid",
+        /// `exp` or `sub` (or `iss`/`aud` when configured) missing.
+        MissingClaim = "missing_claim",
+        /// `iss` is not `AUTH_JWT_ISSUER`.
+        BadIssuer = "bad_issuer",
+        /// `aud` is not `AUTH_JWT_AUDIENCE` (or present when none is configured).
+        BadAudience = "bad_audience",
+        /// `sub`/`name` unusable as a user id or name.
+        BadClaims = "bad_claims",
+        /// The `rooms` claim does not include the room.
+        RoomForbidden = "room_forbidden",
+    }
 }
-
-/// The label values of [`Refusal`], in order.
-pub const REFUSALS: [&str; 11] = [
-    "missing",
-    "malformed",
-    "bad_algorithm",
-    "bad_signature",
-    "expired",
-    "not_yet_valid",
-    "missing_claim",
-    "bad_issuer",
-    "bad_audience",
-    "bad_claims",
-    "room_forbidden",
-];
 
 impl Refusal {
     /// The metric label.

@@ -40,19 +40,16 @@ pub struct PeerLimits {
     pub upgrade_burst: u32,
 }
 
-/// Which limit refused an upgrade: the `limit` label of
-/// `websocket_address_limit_refusals_total`, in the order of [`LIMITS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Limit {
-    /// `MAX_CONNECTIONS_PER_IP`.
-    Connections,
-    /// `UPGRADE_RATE_PER_IP`.
-    UpgradeRate,
+crate::metrics::label_enum! {
+    /// Which limit refused an upgrade: the `limit` label of
+    /// `websocket_address_limit_refusals_total` ([`LIMITS`]).
+    pub enum Limit, labels LIMITS {
+        /// `MAX_CONNECTIONS_PER_IP`.
+        Connections = "connections_per_ip",
+        /// `UPGRADE_RATE_PER_IP`.
+        UpgradeRate = "upgrade_rate",
+    }
 }
-
-/// The label values of [`Limit`], in order.
-pub const LIMITS: [&str; 2] = ["connections_per_ip", "upgrade_rate"];
 
 /// A refused upgrade: which limit, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
