@@ -11,7 +11,10 @@
 //!   per-address limits.
 //! - [`config`]: every environment variable, its default and its reason.
 //! - [`server`]: starts the threads; signals, drain and exit.
-//! - [`state`]: what the threads share (config, metrics, history, inboxes).
+//! - [`state`]: what the workers share (config, metrics, history, inboxes,
+//!   the phase); the other threads get their own handles.
+//! - [`channels`]: what crosses threads — the message types of every
+//!   channel between threads and their sending handles.
 //! - [`net`]: the event loops — `worker` (Poll, slab of connections,
 //!   before-sleep writes), `conn` (one connection's state machine),
 //!   `outq` (queued frames, vectored writes), `listener` (SO_REUSEPORT).
@@ -31,6 +34,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod channels;
 pub mod chat;
 pub mod clock;
 pub mod config;

@@ -45,6 +45,7 @@ use slab::Slab;
 use super::conn::{flag, ChatSession, Conn, Phase as ConnPhase, Service};
 use super::outq::{Chunk, SocketSink};
 use super::pacing::FlushPacer;
+use crate::channels::{LoadRequest, Reply};
 use crate::chat::history::{Backing, Entry};
 use crate::chat::protocol::{self, Reject, Welcome, DRAIN_NOTICE};
 use crate::chat::ratelimit::TokenBucket;
@@ -59,7 +60,6 @@ use crate::hub::inbox::{Inbox, ToWorker};
 use crate::hub::{HubCommand, Origin, Publish};
 use crate::metrics::{CloseReason, WorkerMetrics};
 use crate::state::ServerState;
-use crate::store::loader::{LoadRequest, Reply};
 use crate::ws::deflate::SMALL_WINDOW_MAX_LEN;
 use crate::ws::{encoder, Control, Data, Inflater, Limits, Message, OpCode, Role, WsError};
 

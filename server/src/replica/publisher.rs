@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::pool::{redirect, NodePool};
 use super::topology::{room_slot, Node, Topology};
@@ -57,13 +57,11 @@ use super::{
     channel, client_key, encode_fields, find_in_list, history_key, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT,
 };
 use crate::backoff::Backoff;
+use crate::channels::{HubCommand, LoadRequest, Origin, Publish, SequencerHandles};
 use crate::chat::protocol::{ChatMessage, Reject};
 use crate::hub::inbox::ToWorker;
-use crate::hub::{HubCommand, IdGen, Origin, Publish};
-use crate::state::ServerState;
-use crate::store::loader::LoadRequest;
+use crate::hub::IdGen;
 use crate::store::mongo::one_line;
-use crate::store::StoreSender;
 
 /// Messages sent to Redis in one round trip at most.
 const PIPELINE_MAX: usize = 256;
@@ -95,22 +93,17 @@ struct Held {
 /// Starts the publisher; it exits after [`HubCommand::Stop`] once what it
 /// holds is published or refused.
 pub fn spawn(
-    state: Arc<ServerState>,
+    state: SequencerHandles,
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
     live: Arc<LiveRooms>,
-    store: Option<StoreSender>,
-    loader: Option<Sender<LoadRequest>>,
 ) -> std::io::Result<JoinHandle<()>> {
     let publisher = Publisher {
-        pod: state.config.pod_name.clone(),
         state,
         rx,
         pool: NodePool::new(topo.clone()),
         topo,
         live,
-        store,
-        loader,
         cons: HashMap::new(),
         up: false,
         sha: redis::Script::new(PUBLISH_SCRIPT).get_hash().to_string(),
@@ -125,15 +118,14 @@ pub fn spawn(
 }
 
 struct Publisher {
-    state: Arc<ServerState>,
+    /// Also the ways to the MongoDB writer (`store`) and the loader.
+    state: SequencerHandles,
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
     /// Rooms this pod's subscriber listens to: the only ones it publishes into.
     live: Arc<LiveRooms>,
     /// For reading lists when resolving messages in doubt.
     pool: NodePool,
-    store: Option<StoreSender>,
-    loader: Option<Sender<LoadRequest>>,
     /// One connection per master, the script loaded on each.
     cons: HashMap<Node, redis::Connection>,
     /// Every master answered at the last attempt.
@@ -142,7 +134,6 @@ struct Publisher {
     sha: String,
     backoff: Backoff,
     ids: IdGen,
-    pod: String,
     held: VecDeque<Held>,
     /// Refused after `HOLD` while in doubt: resolved from their rooms'
     /// lists once Redis answers (see the module doc).
@@ -254,7 +245,7 @@ impl Publisher {
                     id: self.ids.next_id(),
                     username,
                     message,
-                    pod_name: self.pod.clone(),
+                    pod_name: self.state.pod_name.clone(),
                     timestamp_ms,
                     client_id,
                     user_id,
@@ -495,7 +486,7 @@ impl Publisher {
                 Some(seq) if seq > 0 => {
                     m.redis_published.fetch_add(1, Relaxed);
                     h.msg.seq = seq as u64;
-                    if let Some(store) = &self.store {
+                    if let Some(store) = &self.state.store {
                         store.enqueue(h.msg);
                     }
                 }
@@ -595,7 +586,7 @@ impl Publisher {
             msg.seq = seq;
             published += 1;
             self.state.metrics.backend.redis_published.fetch_add(1, Relaxed);
-            if let Some(store) = &self.store {
+            if let Some(store) = &self.state.store {
                 store.enqueue(msg);
             }
         }
@@ -608,7 +599,7 @@ impl Publisher {
     }
 
     fn refuse(&self, h: &Held, text: &str) {
-        if let Some(inbox) = self.state.inboxes.get(h.origin.worker) {
+        if let Some(inbox) = self.state.workers.inboxes.get(h.origin.worker) {
             inbox.send(ToWorker::Reject {
                 key: h.origin.key,
                 conn_id: h.origin.conn_id,
@@ -618,7 +609,7 @@ impl Publisher {
     }
 
     fn request_load(&self, room: &str) {
-        if let Some(loader) = &self.loader {
+        if let Some(loader) = &self.state.loader {
             let _ = loader.try_send(LoadRequest { room: Arc::from(room), since: None, last: None, reply: None });
         }
     }

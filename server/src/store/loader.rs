@@ -31,12 +31,13 @@ use crossbeam_channel::Receiver;
 
 use super::mongo::{one_line, Mongo};
 use crate::backoff::Backoff;
-use crate::chat::history::{reaches_below, Entry};
+use crate::channels::{LoadRequest, Workers};
+use crate::chat::history::{reaches_below, Entry, History};
 use crate::hub::inbox::ToWorker;
+use crate::metrics::Metrics;
 use crate::replica;
 use crate::replica::pool::NodePool;
 use crate::replica::topology::Topology;
-use crate::state::ServerState;
 
 /// Most messages a resume fetches from MongoDB, beyond the ring. A client
 /// further behind gets the newest of them and `recovered: false`: a welcome
@@ -62,34 +63,20 @@ fn first_hole(entries: &[Entry], start: u64, end: u64) -> Option<(u64, u64)> {
     (expected < end).then_some((expected, end))
 }
 
-/// Where to send the answer to a load.
-#[derive(Debug, Clone, Copy)]
-pub struct Reply {
-    /// Worker index.
-    pub worker: usize,
-    /// Slab key of the waiting connection.
-    pub key: usize,
-    /// Its id.
-    pub conn_id: u64,
-}
-
-/// A request to complete a room's history on this pod.
-#[derive(Debug, Clone)]
-pub struct LoadRequest {
-    /// The room.
-    pub room: Arc<str>,
-    /// A resume point, when the client sent one.
-    pub since: Option<u64>,
-    /// Reach back to the room's last `N` messages (a `/history` request),
-    /// as `since` does to a resume point.
-    pub last: Option<usize>,
-    /// The waiting connection, if any (a sequencer's request has none).
-    pub reply: Option<Reply>,
+/// What the loader is started with, besides its channel and sources.
+#[derive(Debug)]
+pub struct LoaderHandles {
+    /// What it completes.
+    pub history: Arc<History>,
+    /// Its counters (`metrics.backend`).
+    pub metrics: Arc<Metrics>,
+    /// Where the waiting connections are answered.
+    pub workers: Workers,
 }
 
 /// Starts the loader thread; it ends when every sender is gone.
 pub fn spawn(
-    state: Arc<ServerState>,
+    state: LoaderHandles,
     rx: Receiver<LoadRequest>,
     redis: Option<Arc<Topology>>,
     mongo: Option<Mongo>,
@@ -105,7 +92,7 @@ pub fn spawn(
 }
 
 struct Loader {
-    state: Arc<ServerState>,
+    state: LoaderHandles,
     /// Connections to the Redis node owning each room's slot.
     redis: Option<NodePool>,
     /// Also the Redis state for the logs: a failure and the recovery are
@@ -117,8 +104,7 @@ struct Loader {
 
 impl Loader {
     fn handle(&mut self, req: LoadRequest) {
-        let state = self.state.clone();
-        let history = &state.history;
+        let history = self.state.history.clone();
         let ring = history.ring();
         if history.needs_load(&req.room, None) {
             let list = self.redis_recent(&req.room, ring);
@@ -146,9 +132,7 @@ impl Loader {
             }
         }
         if let Some(r) = req.reply {
-            if let Some(inbox) = self.state.inboxes.get(r.worker) {
-                inbox.send(ToWorker::Loaded { key: r.key, conn_id: r.conn_id, older });
-            }
+            self.state.workers.send_to(r.worker, ToWorker::Loaded { key: r.key, conn_id: r.conn_id, older });
         }
     }
 

@@ -39,7 +39,7 @@ use mongodb::IndexModel;
 use crate::backoff::Backoff;
 use crate::chat::history::Entry;
 use crate::chat::protocol::ChatMessage;
-use crate::state::ServerState;
+use crate::metrics::Metrics;
 
 /// Most messages per `insert_many`.
 const BATCH_MAX: usize = 500;
@@ -272,17 +272,17 @@ pub fn from_document(d: &Document) -> Option<ChatMessage> {
 }
 
 /// Starts the writer thread. It runs until `rx` is disconnected (every
-/// [`StoreSender`](super::StoreSender) dropped) and the queue is written,
+/// [`StoreSender`](crate::channels::StoreSender) dropped) and the queue is written,
 /// or until `deadline` passes once shutdown has begun.
 pub fn spawn_writer(
-    state: Arc<ServerState>,
+    metrics: Arc<Metrics>,
     mongo: Mongo,
     rx: Receiver<ChatMessage>,
     shutdown_deadline: Arc<std::sync::OnceLock<Instant>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("mongo-writer".into()).spawn(move || {
         Writer {
-            state,
+            metrics,
             mongo,
             rx,
             shutdown_deadline,
@@ -293,7 +293,7 @@ pub fn spawn_writer(
 }
 
 struct Writer {
-    state: Arc<ServerState>,
+    metrics: Arc<Metrics>,
     mongo: Mongo,
     rx: Receiver<ChatMessage>,
     shutdown_deadline: Arc<std::sync::OnceLock<Instant>>,
@@ -302,7 +302,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
-        let m = &self.state.metrics.backend;
+        let m = &self.metrics.backend;
         let mut indexed = false;
         let mut batch: Vec<ChatMessage> = Vec::new();
         // Times each message of `batch` was refused with an unknown code.
