@@ -27,6 +27,8 @@
 //! - [`replica`]: the Redis bridge — publisher and subscriber threads.
 //! - [`store`]: the MongoDB writer and the history loader.
 //! - [`backoff`]: capped exponential backoff with jitter.
+//! - [`health`]: a dependency's health for one thread: error count,
+//!   up-gauge, backoff, and the outage's log lines, once each.
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`clock`]: ISO 8601 timestamps.
 //!
@@ -38,6 +40,7 @@ pub mod channels;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod metrics;

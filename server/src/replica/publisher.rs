@@ -59,9 +59,9 @@ use super::{
 use crate::backoff::Backoff;
 use crate::channels::{HubCommand, LoadRequest, Origin, Publish, SequencerHandles};
 use crate::chat::protocol::{ChatMessage, Reject};
+use crate::health::{one_line, DependencyHealth};
 use crate::hub::inbox::ToWorker;
 use crate::hub::IdGen;
-use crate::store::mongo::one_line;
 
 /// Messages sent to Redis in one round trip at most.
 const PIPELINE_MAX: usize = 256;
@@ -98,6 +98,12 @@ pub fn spawn(
     topo: Arc<Topology>,
     live: Arc<LiveRooms>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let backoff = DependencyHealth::new(
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        state.metrics.clone(),
+        |m| &m.backend.redis_errors,
+    )
+    .with_gauge(|m| &m.backend.redis_publisher_up);
     let publisher = Publisher {
         state,
         rx,
@@ -107,7 +113,7 @@ pub fn spawn(
         cons: HashMap::new(),
         up: false,
         sha: redis::Script::new(PUBLISH_SCRIPT).get_hash().to_string(),
-        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        backoff,
         ids: IdGen::new(),
         held: VecDeque::new(),
         unresolved: VecDeque::new(),
@@ -132,7 +138,9 @@ struct Publisher {
     up: bool,
     /// SHA1 of the publish script.
     sha: String,
-    backoff: Backoff,
+    /// Redis as this thread sees it: the reconnection backoff, the error
+    /// count, `websocket_redis_publisher_up`, the outage's log lines.
+    backoff: DependencyHealth,
     ids: IdGen,
     held: VecDeque<Held>,
     /// Refused after `HOLD` while in doubt: resolved from their rooms'
@@ -219,18 +227,14 @@ impl Publisher {
     /// The connection to `node` failed: Redis is down for this publisher
     /// until every master answers again.
     fn lost(&mut self, node: &Node, e: &redis::RedisError, holding: usize) {
-        let m = &self.state.metrics.backend;
-        m.redis_errors.fetch_add(1, Relaxed);
-        m.redis_publisher_up.store(0, Relaxed);
         self.cons.remove(node);
         self.up = false;
-        let (wait, first) = self.backoff.failed_first();
-        if first {
-            log::warn!(
+        self.backoff.failed(|wait| {
+            format!(
                 "Redis publisher lost {node} ({}); holding {holding} messages, reconnecting with backoff (next in {wait:?})",
                 one_line(e)
-            );
-        }
+            )
+        });
         self.topo.refresh();
     }
 
@@ -286,8 +290,7 @@ impl Publisher {
         match error {
             None => {
                 self.up = true;
-                self.backoff.succeeded();
-                m.redis_publisher_up.store(1, Relaxed);
+                self.backoff.ok();
                 if self.ever_connected {
                     m.redis_reconnects.fetch_add(1, Relaxed);
                     log::info!("Redis publisher reconnected");
@@ -298,15 +301,12 @@ impl Publisher {
                 self.resolve_unresolved();
             }
             Some((node, e)) => {
-                m.redis_errors.fetch_add(1, Relaxed);
-                m.redis_publisher_up.store(0, Relaxed);
-                let (wait, first) = self.backoff.failed_first();
-                if first {
-                    log::warn!(
+                self.backoff.failed(|wait| {
+                    format!(
                         "Redis publisher cannot connect to {node} ({}); retrying with backoff (next in {wait:?})",
                         one_line(&e)
-                    );
-                }
+                    )
+                });
             }
         }
     }

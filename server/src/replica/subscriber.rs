@@ -51,10 +51,10 @@ use crate::backoff::Backoff;
 use crate::channels::{Interest, Workers};
 use crate::chat::history::{Arrival, Entry, History};
 use crate::chat::protocol::ChatMessage;
+use crate::health::{one_line, DependencyHealth};
 use crate::hub::fan_out;
 use crate::hub::inbox::ToWorker;
 use crate::metrics::Metrics;
-use crate::store::mongo::one_line;
 
 /// Longest the loop sleeps in `poll` (shutdown, interest, timers).
 const POLL: Duration = Duration::from_millis(5);
@@ -85,6 +85,12 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let poll = Poll::new()?;
+    let backoff = DependencyHealth::new(
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        state.metrics.clone(),
+        |m| &m.backend.redis_errors,
+    )
+    .with_gauge(|m| &m.backend.redis_subscriber_up);
     let mut sub = Subscriber {
         pool: NodePool::new(topo.clone()),
         topo,
@@ -96,7 +102,7 @@ pub fn spawn(
         conns: HashMap::new(),
         next_token: 0,
         rooms: HashMap::new(),
-        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        backoff,
         connected_before: HashSet::new(),
         last_sweep: Instant::now(),
         last_warning: None,
@@ -140,7 +146,9 @@ struct Subscriber {
     conns: HashMap<Node, NodeConn>,
     next_token: usize,
     rooms: HashMap<Arc<str>, RoomSub>,
-    backoff: Backoff,
+    /// Redis as this thread sees it: the reconnection backoff, the error
+    /// count, `websocket_redis_subscriber_up`, the outage's log lines.
+    backoff: DependencyHealth,
     /// Nodes connected to at least once (a new connection to one of them is a reconnection).
     connected_before: HashSet<Node>,
     last_sweep: Instant,
@@ -248,8 +256,7 @@ impl Subscriber {
             }
         }
         if self.topo.masters().iter().all(|n| self.conns.contains_key(n)) {
-            self.backoff.succeeded();
-            self.state.metrics.backend.redis_subscriber_up.store(1, Relaxed);
+            self.backoff.ok();
         }
     }
 
@@ -283,9 +290,6 @@ impl Subscriber {
     /// The connection to `node` failed: its rooms subscribe again (on the
     /// node the refreshed topology names) and catch up.
     fn node_failed(&mut self, node: &Node, why: &str) {
-        let m = &self.state.metrics.backend;
-        m.redis_errors.fetch_add(1, Relaxed);
-        m.redis_subscriber_up.store(0, Relaxed);
         if let Some(mut c) = self.conns.remove(node) {
             let _ = self.poll.registry().deregister(&mut c.conn.stream);
         }
@@ -295,10 +299,9 @@ impl Subscriber {
             r.leaving = false;
             self.live.set(room, false);
         }
-        let (wait, first) = self.backoff.failed_first();
-        if first {
-            log::warn!("Redis subscription to {node} lost ({why}); resubscribing with backoff (next in {wait:?})");
-        }
+        self.backoff.failed(|wait| {
+            format!("Redis subscription to {node} lost ({why}); resubscribing with backoff (next in {wait:?})")
+        });
         self.topo.refresh();
     }
 

@@ -29,10 +29,11 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::mongo::{one_line, Mongo};
+use super::mongo::Mongo;
 use crate::backoff::Backoff;
 use crate::channels::{LoadRequest, Workers};
 use crate::chat::history::{reaches_below, Entry, History};
+use crate::health::{one_line, DependencyHealth};
 use crate::hub::inbox::ToWorker;
 use crate::metrics::Metrics;
 use crate::replica;
@@ -82,8 +83,12 @@ pub fn spawn(
     mongo: Option<Mongo>,
 ) -> std::io::Result<JoinHandle<()>> {
     let backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let redis_backoff = DependencyHealth::new(backoff(), state.metrics.clone(), |m| &m.backend.redis_errors)
+        .with_recovery_log("history loader: Redis answers again");
+    let mongo_backoff = DependencyHealth::new(backoff(), state.metrics.clone(), |m| &m.backend.mongo_errors)
+        .with_recovery_log("history loader: MongoDB answers again");
     let redis = redis.map(NodePool::new);
-    let mut loader = Loader { state, redis, redis_backoff: backoff(), mongo, mongo_backoff: backoff() };
+    let mut loader = Loader { state, redis, redis_backoff, mongo, mongo_backoff };
     std::thread::Builder::new().name("history-loader".into()).spawn(move || {
         for req in rx.iter() {
             loader.handle(req);
@@ -95,11 +100,11 @@ struct Loader {
     state: LoaderHandles,
     /// Connections to the Redis node owning each room's slot.
     redis: Option<NodePool>,
-    /// Also the Redis state for the logs: a failure and the recovery are
-    /// logged once each ([`Backoff::failing`]); likewise for MongoDB.
-    redis_backoff: Backoff,
+    /// Redis as this thread sees it: a failure and the recovery are
+    /// logged once each; likewise for MongoDB.
+    redis_backoff: DependencyHealth,
     mongo: Option<Mongo>,
-    mongo_backoff: Backoff,
+    mongo_backoff: DependencyHealth,
 }
 
 impl Loader {
@@ -195,10 +200,7 @@ impl Loader {
             pool.query(room, redis::cmd("LRANGE").arg(replica::history_key(room)).arg(-(ring as i64)).arg(-1));
         match result {
             Ok(items) => {
-                if self.redis_backoff.failing() {
-                    log::info!("history loader: Redis answers again");
-                }
-                self.redis_backoff.succeeded();
+                self.redis_backoff.ok();
                 Some(
                     items
                         .iter()
@@ -216,11 +218,9 @@ impl Loader {
     }
 
     fn redis_failed(&mut self, e: &redis::RedisError) {
-        self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
-        if !self.redis_backoff.failing() {
-            log::warn!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e));
-        }
-        self.redis_backoff.failed();
+        self.redis_backoff.failed(|_| {
+            format!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e))
+        });
     }
 
     fn mongo_recent(&mut self, room: &str, n: usize) -> Option<Vec<Entry>> {
@@ -239,18 +239,13 @@ impl Loader {
         }
         match op() {
             Ok(v) => {
-                if self.mongo_backoff.failing() {
-                    log::info!("history loader: MongoDB answers again");
-                }
-                self.mongo_backoff.succeeded();
+                self.mongo_backoff.ok();
                 Some(v)
             }
             Err(e) => {
-                self.state.metrics.backend.mongo_errors.fetch_add(1, Relaxed);
-                if !self.mongo_backoff.failing() {
-                    log::warn!("history loader: MongoDB read failed ({}); retrying with backoff", one_line(&e));
-                }
-                self.mongo_backoff.failed();
+                self.mongo_backoff.failed(|_| {
+                    format!("history loader: MongoDB read failed ({}); retrying with backoff", one_line(&e))
+                });
                 None
             }
         }
