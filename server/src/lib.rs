@@ -31,6 +31,8 @@
 //!   up-gauge, backoff, and the outage's log lines, once each.
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`clock`]: ISO 8601 timestamps.
+//! - [`procfs`]: the open-file limit, CPU time and memory from /proc
+//!   (shared with connflood).
 //!
 //! docs/architecture.md follows one message through these modules.
 
@@ -45,6 +47,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod net;
+pub mod procfs;
 pub mod replica;
 pub mod server;
 pub mod state;
