@@ -83,7 +83,10 @@ impl DependencyHealth {
         }
         let (wait, first) = self.backoff.failed_first();
         if first {
-            log::warn!("{}", say(wait));
+            // Built here, not inside the macro: once per outage, and the
+            // decision does not depend on the log level.
+            let line = say(wait);
+            log::warn!("{line}");
         }
         wait
     }
