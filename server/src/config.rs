@@ -392,12 +392,8 @@ fn default_max_connections() -> usize {
     open_file_limit().map_or(10_000, |n| n.saturating_sub(FD_RESERVE).max(1))
 }
 
-/// The soft limit on open files (RLIMIT_NOFILE), read from /proc so no FFI is needed.
-pub fn open_file_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
+/// The soft limit on open files (RLIMIT_NOFILE), read from /proc.
+pub use crate::procfs::open_file_limit;
 
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

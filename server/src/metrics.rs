@@ -480,20 +480,9 @@ impl Metrics {
 /// process, from /proc; zeros where unavailable.
 pub fn process_usage() -> (u64, f64, f64) {
     let page = 4096u64;
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page);
-    let (user, system) = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are 14 and 15.
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = 100.0; // USER_HZ is 100 on Linux
-            Some((f.get(11)?.parse::<f64>().ok()? / ticks, f.get(12)?.parse::<f64>().ok()? / ticks))
-        })
-        .unwrap_or((0.0, 0.0));
+    let rss = crate::procfs::resident_pages().map_or(0, |pages| pages * page);
+    let ticks = crate::procfs::TICKS_PER_SEC as f64;
+    let (user, system) = crate::procfs::cpu_ticks().map_or((0.0, 0.0), |(u, s)| (u as f64 / ticks, s as f64 / ticks));
     (rss, user, system)
 }
 

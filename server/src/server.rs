@@ -42,17 +42,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 use mio::{Poll, Waker};
 
+use crate::channels::{HubCommand, SequencerHandles, StoreSender};
 use crate::config::Config;
 use crate::hub::inbox::{inbox, ToWorker};
-use crate::hub::{embedded, HubCommand, PUBLISH_QUEUE_MAX};
+use crate::hub::{embedded, PUBLISH_QUEUE_MAX};
 use crate::metrics::CloseReason;
 use crate::net::listener;
 use crate::net::worker::{Worker, WAKER};
+use crate::replica::subscriber::SubscriberHandles;
 use crate::replica::topology::Topology;
 use crate::replica::{publisher, subscriber, LiveRooms};
 use crate::state::{Phase, ServerState};
+use crate::store::loader::{self, LoaderHandles};
 use crate::store::mongo::{self, Mongo};
-use crate::store::{loader, StoreSender};
 
 /// How often the main thread logs a stats line.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
@@ -140,8 +142,8 @@ impl Server {
             Some(m) => {
                 let (tx, rx) = crossbeam_channel::bounded(state.config.mongo_queue_max);
                 let deadline = Arc::new(OnceLock::new());
-                writer = Some((mongo::spawn_writer(state.clone(), m.clone(), rx, deadline.clone())?, deadline));
-                Some(StoreSender::new(tx, state.clone()))
+                writer = Some((mongo::spawn_writer(state.metrics.clone(), m.clone(), rx, deadline.clone())?, deadline));
+                Some(StoreSender::new(tx, state.metrics.clone(), state.config.mongo_queue_max))
             }
             None => {
                 log::warn!(
@@ -152,29 +154,40 @@ impl Server {
             }
         };
         if let Some(rx) = loader_rx {
-            loader::spawn(state.clone(), rx, redis.clone(), mongo.clone())?;
+            let handles = LoaderHandles {
+                history: state.history.clone(),
+                metrics: state.metrics.clone(),
+                workers: state.workers(),
+            };
+            loader::spawn(handles, rx, redis.clone(), mongo.clone())?;
         }
+        let sequencing = SequencerHandles {
+            pod_name: state.config.pod_name.clone(),
+            history: state.history.clone(),
+            metrics: state.metrics.clone(),
+            workers: state.workers(),
+            loader: state.loader.clone(),
+            store,
+        };
         let (sequencer, subscriber, mode) = match redis {
             Some(topo) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let live = Arc::new(LiveRooms::default());
                 let hold = state.config.redis_failover_hold.unwrap_or_else(|| topo.hold());
                 log::info!("Redis: a message waits up to {hold:?} for its node (REDIS_FAILOVER_HOLD_MS)");
-                let publisher = publisher::spawn(
-                    hold,
-                    state.clone(),
-                    publish_rx,
-                    topo.clone(),
-                    live.clone(),
-                    store,
-                    state.loader.clone(),
-                )?;
+                let publisher = publisher::spawn(hold, sequencing, publish_rx, topo.clone(), live.clone())?;
                 let mode = if topo.is_cluster() { "replica (Redis Cluster)" } else { "replica (Redis pub/sub)" };
                 let interest = interest_rx.expect("created with the topology");
-                let sub = subscriber::spawn(state.clone(), topo, live, interest, stop.clone())?;
+                let handles = SubscriberHandles {
+                    history: state.history.clone(),
+                    metrics: state.metrics.clone(),
+                    workers: state.workers(),
+                    room_linger: state.config.room_linger,
+                };
+                let sub = subscriber::spawn(handles, topo, live, interest, stop.clone())?;
                 (publisher, Some((sub, stop)), mode)
             }
-            None => (embedded::spawn(state.clone(), publish_rx, store)?, None, "embedded (single node)"),
+            None => (embedded::spawn(sequencing, publish_rx)?, None, "embedded (single node)"),
         };
         let storage = match &mongo {
             Some(m) => format!("MongoDB {}", m.namespace()),

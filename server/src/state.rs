@@ -1,6 +1,13 @@
-//! ServerState: what every thread of one server process shares — the
-//! configuration, metrics, history, the way into the sequencer and into
-//! each worker, the shutdown phase and the connection count.
+//! ServerState: what the workers share with each other and with the main
+//! thread — the configuration, metrics, history, the ways out of a worker
+//! (into the sequencer, the loader, the Redis subscriber), the inboxes
+//! (read by `/metrics` and the drain), the shutdown phase and the
+//! connection count. The HTTP routes (public and admin) answer from it.
+//!
+//! The other threads are not given it: each gets the handles it uses
+//! (`channels::SequencerHandles`, `replica::subscriber::SubscriberHandles`,
+//! `store::loader::LoaderHandles`, the MongoDB writer its metrics), built by
+//! server.rs from the same `Arc`s, so no thread module depends on this one.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,13 +16,11 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use crate::auth::peer::PeerTable;
+use crate::channels::{HubCommand, Interest, LoadRequest, Workers};
 use crate::chat::history::{Backing, History};
 use crate::config::Config;
 use crate::hub::inbox::InboxSender;
-use crate::hub::HubCommand;
 use crate::metrics::Metrics;
-use crate::replica::subscriber::Interest;
-use crate::store::loader::LoadRequest;
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +34,15 @@ pub enum Phase {
     Closing = 2,
 }
 
-/// Shared by the workers, the sequencer and the main thread.
+/// Shared by the workers and the main thread.
 #[derive(Debug)]
 pub struct ServerState {
     /// The configuration, fixed at start-up.
     pub config: Config,
-    /// Every counter.
-    pub metrics: Metrics,
-    /// Recent messages per room.
-    pub history: History,
+    /// Every counter (the other threads hold the same `Arc`).
+    pub metrics: Arc<Metrics>,
+    /// Recent messages per room (the other threads hold the same `Arc`).
+    pub history: Arc<History>,
     /// One per worker, by worker index.
     pub inboxes: Vec<InboxSender>,
     /// Into the sequencer (embedded hub or Redis publisher); bounded.
@@ -65,14 +70,14 @@ impl ServerState {
         loader: Option<Sender<LoadRequest>>,
         interest: Option<Sender<Interest>>,
     ) -> ServerState {
-        let metrics = Metrics::new(inboxes.len());
+        let metrics = Arc::new(Metrics::new(inboxes.len()));
         let redis = config.redis_url.is_some() || config.redis_cluster_nodes.is_some();
         let backing = match (redis, &config.mongo_uri) {
             (false, None) => Backing::Memory,
             (_, mongo) => Backing::Store { deep: mongo.is_some() },
         };
         let peers = PeerTable::new(config.peer_limits);
-        let history = History::new(config.history_ring, config.history_max_bytes, backing);
+        let history = Arc::new(History::new(config.history_ring, config.history_max_bytes, backing));
         ServerState {
             config,
             metrics,
@@ -86,6 +91,17 @@ impl ServerState {
             phase: AtomicU8::new(Phase::Running as u8),
             next_conn_id: AtomicU64::new(1),
             ws_count: AtomicUsize::new(0),
+        }
+    }
+
+    /// The way into every worker, for a thread that answers or broadcasts
+    /// to them.
+    pub fn workers(&self) -> Workers {
+        Workers {
+            inboxes: self.inboxes.clone(),
+            compression: self.config.compression,
+            compression_min_bytes: self.config.compression_min_bytes,
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -14,26 +14,20 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::{fan_out, HubCommand, IdGen, Origin, Publish};
+use crate::channels::{LoadRequest, SequencerHandles, StoreSender};
 use crate::chat::history::Entry;
 use crate::chat::protocol::{ChatMessage, Reject};
 use crate::hub::inbox::ToWorker;
-use crate::state::ServerState;
-use crate::store::loader::LoadRequest;
-use crate::store::StoreSender;
 
 /// Starts the sequencer thread; it exits after [`HubCommand::Stop`].
-pub fn spawn(
-    state: Arc<ServerState>,
-    rx: Receiver<HubCommand>,
-    store: Option<StoreSender>,
-) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(state: SequencerHandles, rx: Receiver<HubCommand>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("hub".into()).spawn(move || {
         let ids = IdGen::new();
-        let pod: Arc<str> = Arc::from(state.config.pod_name.as_str());
+        let pod: Arc<str> = Arc::from(state.pod_name.as_str());
         let mut seen = ClientIds::new(CLIENT_IDS_MAX, Duration::from_secs(crate::replica::DEDUPE_TTL_SECS));
         for cmd in rx.iter() {
             match cmd {
-                HubCommand::Publish(p) => sequence(&state, &ids, &pod, &mut seen, p, store.as_ref()),
+                HubCommand::Publish(p) => sequence(&state, &ids, &pod, &mut seen, p, state.store.as_ref()),
                 HubCommand::Stop => break,
             }
         }
@@ -42,7 +36,7 @@ pub fn spawn(
 }
 
 fn sequence(
-    state: &ServerState,
+    state: &SequencerHandles,
     ids: &IdGen,
     pod: &Arc<str>,
     seen: &mut ClientIds,
@@ -81,15 +75,15 @@ fn sequence(
     if let Some(client_id) = &msg.client_id {
         seen.insert(&p.room, client_id, msg.seq);
     }
-    fan_out(state, &p.room, &entry);
+    fan_out(&state.workers, &p.room, &entry);
     state.metrics.backend.fanned_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(store) = store {
         store.enqueue(msg);
     }
 }
 
-fn refuse_unknown_room(state: &ServerState, room: &Arc<str>, origin: Origin) {
-    if let Some(inbox) = state.inboxes.get(origin.worker) {
+fn refuse_unknown_room(state: &SequencerHandles, room: &Arc<str>, origin: Origin) {
+    if let Some(inbox) = state.workers.inboxes.get(origin.worker) {
         let reject = Reject::new("unavailable", "the room's history is loading on this server; retry in a moment");
         inbox.send(ToWorker::Reject { key: origin.key, conn_id: origin.conn_id, reject });
     }

@@ -22,52 +22,14 @@ pub mod inbox;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::channels::Workers;
+pub use crate::channels::{HubCommand, Origin, Publish};
 use crate::chat::history::Entry;
-use crate::state::ServerState;
 use crate::ws::{encoder, Data, OpCode};
 use inbox::ToWorker;
 
 /// Messages that may wait for the sequencer before senders are refused.
 pub const PUBLISH_QUEUE_MAX: usize = 65_536;
-
-/// The connection a message came from, so a failure can be reported to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    /// Worker index.
-    pub worker: usize,
-    /// Slab key on that worker.
-    pub key: usize,
-    /// Connection id (keys are reused, ids are not).
-    pub conn_id: u64,
-}
-
-/// A validated chat message on its way to the sequencer.
-#[derive(Debug, Clone)]
-pub struct Publish {
-    /// The room.
-    pub room: Arc<str>,
-    /// Sender's name.
-    pub username: String,
-    /// The text.
-    pub message: String,
-    /// When the worker accepted it, Unix milliseconds.
-    pub timestamp_ms: i64,
-    /// The sender's own id for it: a resend with the same id is published once.
-    pub client_id: Option<String>,
-    /// The sender's user id (the token's `sub`), when authentication is on.
-    pub user_id: Option<String>,
-    /// Who sent it.
-    pub origin: Origin,
-}
-
-/// What the sequencer's channel carries.
-#[derive(Debug)]
-pub enum HubCommand {
-    /// Sequence and deliver a message.
-    Publish(Publish),
-    /// Finish what is queued, then exit (after the workers have stopped).
-    Stop,
-}
 
 /// Hands a sequenced message to every worker, with its compressed frame
 /// when any connection of the process negotiated permessage-deflate.
@@ -76,19 +38,18 @@ pub enum HubCommand {
 /// thread, never per recipient: with no context takeover a message
 /// compresses to the same bytes for everyone, so the workers share one
 /// `Arc` of it exactly as they share the uncompressed frame.
-pub fn fan_out(state: &ServerState, room: &Arc<str>, entry: &Entry) {
-    let deflated = deflated_frame(state, entry);
-    for inbox in &state.inboxes {
+pub fn fan_out(workers: &Workers, room: &Arc<str>, entry: &Entry) {
+    let deflated = deflated_frame(workers, entry);
+    for inbox in &workers.inboxes {
         inbox.send(ToWorker::Broadcast { room: room.clone(), entry: entry.clone(), deflated: deflated.clone() });
     }
 }
 
 /// The compressed frame of `entry`, if it is worth sending to anyone.
-fn deflated_frame(state: &ServerState, entry: &Entry) -> Option<Arc<[u8]>> {
+fn deflated_frame(workers: &Workers, entry: &Entry) -> Option<Arc<[u8]>> {
     let json = entry.json();
-    let wanted = state.config.compression
-        && json.len() >= state.config.compression_min_bytes
-        && state.metrics.deflate_connections() > 0;
+    let wanted =
+        workers.compression && json.len() >= workers.compression_min_bytes && workers.metrics.deflate_connections() > 0;
     wanted.then(|| encoder::compressed_frame(OpCode::Data(Data::Text), json, None).into())
 }
 

@@ -58,7 +58,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::pool::{redirect, NodePool};
 use super::topology::{room_slot, Node, Topology};
@@ -66,13 +66,11 @@ use super::{
     channel, client_key, encode_fields, find_in_list, history_key, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT,
 };
 use crate::backoff::Backoff;
+use crate::channels::{HubCommand, LoadRequest, Origin, Publish, SequencerHandles};
 use crate::chat::protocol::{ChatMessage, Reject};
+use crate::health::one_line;
 use crate::hub::inbox::ToWorker;
-use crate::hub::{HubCommand, IdGen, Origin, Publish};
-use crate::state::ServerState;
-use crate::store::loader::LoadRequest;
-use crate::store::mongo::one_line;
-use crate::store::StoreSender;
+use crate::hub::IdGen;
 
 /// Messages sent to Redis in one round trip at most.
 const PIPELINE_MAX: usize = 256;
@@ -118,22 +116,17 @@ struct Held {
 /// node of its room ([`Topology::hold`] unless configured).
 pub fn spawn(
     hold: Duration,
-    state: Arc<ServerState>,
+    state: SequencerHandles,
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
     live: Arc<LiveRooms>,
-    store: Option<StoreSender>,
-    loader: Option<Sender<LoadRequest>>,
 ) -> std::io::Result<JoinHandle<()>> {
     let publisher = Publisher {
-        pod: state.config.pod_name.clone(),
         state,
         rx,
         pool: NodePool::new(topo.clone()),
         topo,
         live,
-        store,
-        loader,
         cons: HashMap::new(),
         down: HashMap::new(),
         hold,
@@ -149,15 +142,14 @@ pub fn spawn(
 }
 
 struct Publisher {
-    state: Arc<ServerState>,
+    /// Also the ways to the MongoDB writer (`store`) and the loader.
+    state: SequencerHandles,
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
     /// Rooms this pod's subscriber listens to: the only ones it publishes into.
     live: Arc<LiveRooms>,
     /// For reading lists when resolving messages in doubt.
     pool: NodePool,
-    store: Option<StoreSender>,
-    loader: Option<Sender<LoadRequest>>,
     /// One connection per master, the script loaded on each.
     cons: HashMap<Node, redis::Connection>,
     /// Nodes whose connection failed, each with its own reconnect pacing:
@@ -168,7 +160,6 @@ struct Publisher {
     /// SHA1 of the publish script.
     sha: String,
     ids: IdGen,
-    pod: String,
     held: VecDeque<Held>,
     /// Sum of the held messages' `bytes`.
     held_bytes: usize,
@@ -374,7 +365,7 @@ impl Publisher {
                     id: self.ids.next_id(),
                     username,
                     message,
-                    pod_name: self.pod.clone(),
+                    pod_name: self.state.pod_name.clone(),
                     timestamp_ms,
                     client_id,
                     user_id,
@@ -562,8 +553,8 @@ impl Publisher {
                 }
             }
         }
-        let state = self.state.clone();
-        let m = &state.metrics.backend;
+        let metrics = self.state.metrics.clone();
+        let m = &metrics.backend;
         retry.sort_unstable();
         let mut again: Vec<Held> = Vec::new();
         for (i, mut h) in batch.into_iter().enumerate() {
@@ -577,7 +568,7 @@ impl Publisher {
                 Some(seq) if seq > 0 => {
                     m.redis_published.fetch_add(1, Relaxed);
                     h.msg.seq = seq as u64;
-                    if let Some(store) = &self.store {
+                    if let Some(store) = &self.state.store {
                         store.enqueue(h.msg);
                     }
                 }
@@ -679,7 +670,7 @@ impl Publisher {
             msg.seq = seq;
             published += 1;
             self.state.metrics.backend.redis_published.fetch_add(1, Relaxed);
-            if let Some(store) = &self.store {
+            if let Some(store) = &self.state.store {
                 store.enqueue(msg);
             }
         }
@@ -696,15 +687,15 @@ impl Publisher {
     }
 
     fn request_load(&self, room: &str) {
-        if let Some(loader) = &self.loader {
+        if let Some(loader) = &self.state.loader {
             let _ = loader.try_send(LoadRequest { room: Arc::from(room), since: None, last: None, reply: None });
         }
     }
 }
 
 /// Tells the sender of a message that it was not sent (`unavailable`).
-fn refuse(state: &ServerState, origin: &Origin, text: &str) {
-    if let Some(inbox) = state.inboxes.get(origin.worker) {
+fn refuse(state: &SequencerHandles, origin: &Origin, text: &str) {
+    if let Some(inbox) = state.workers.inboxes.get(origin.worker) {
         inbox.send(ToWorker::Reject {
             key: origin.key,
             conn_id: origin.conn_id,

@@ -2,7 +2,7 @@
 //!
 //! A pod listens only to the rooms it has members in. Workers report each
 //! chat connection's room when it starts joining and when it is removed
-//! ([`Interest`], through the channel in `ServerState::interest`); the
+//! ([`Interest`], through the channel server.rs gives them); the
 //! subscriber counts them per room and:
 //! - on the first one, sends `SSUBSCRIBE chat:{ROOM}:ch` on the connection
 //!   to the node owning the room's slot (one connection per master node,
@@ -48,12 +48,13 @@ use super::resp::{Resp, SubConn};
 use super::topology::{room_slot, Node, Topology};
 use super::{channel, decode, history_key, room_of_channel, seq_key, LiveRooms};
 use crate::backoff::Backoff;
-use crate::chat::history::{Arrival, Entry};
+use crate::channels::{Interest, Workers};
+use crate::chat::history::{Arrival, Entry, History};
 use crate::chat::protocol::ChatMessage;
+use crate::health::one_line;
 use crate::hub::fan_out;
 use crate::hub::inbox::ToWorker;
-use crate::state::ServerState;
-use crate::store::mongo::one_line;
+use crate::metrics::Metrics;
 
 /// Longest the loop sleeps in `poll` (shutdown, interest, timers).
 const POLL: Duration = Duration::from_millis(5);
@@ -63,18 +64,22 @@ const SWEEP: Duration = Duration::from_secs(5);
 /// deliveries) waits for it; a node that is gone is retried soon.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A chat connection's room, as workers report it.
+/// What the subscriber is started with, besides its channels.
 #[derive(Debug)]
-pub enum Interest {
-    /// A connection started joining the room.
-    Join(Arc<str>),
-    /// A connection that had joined (or was joining) is gone.
-    Leave(Arc<str>),
+pub struct SubscriberHandles {
+    /// Where it appends what it receives.
+    pub history: Arc<History>,
+    /// Its counters (`metrics.backend`).
+    pub metrics: Arc<Metrics>,
+    /// The fan-out, and room resyncs.
+    pub workers: Workers,
+    /// `ROOM_LINGER_SECS`.
+    pub room_linger: Duration,
 }
 
 /// Starts the subscriber; it exits when `stop` is set.
 pub fn spawn(
-    state: Arc<ServerState>,
+    state: SubscriberHandles,
     topo: Arc<Topology>,
     live: Arc<LiveRooms>,
     interest: Receiver<Interest>,
@@ -125,7 +130,7 @@ struct NodeConn {
 }
 
 struct Subscriber {
-    state: Arc<ServerState>,
+    state: SubscriberHandles,
     topo: Arc<Topology>,
     /// The rooms subscribed here, for the publisher.
     live: Arc<LiveRooms>,
@@ -291,9 +296,6 @@ impl Subscriber {
     /// The connection to `node` failed: its rooms subscribe again (on the
     /// node the refreshed topology names) and catch up.
     fn node_failed(&mut self, node: &Node, why: &str) {
-        let m = &self.state.metrics.backend;
-        m.redis_errors.fetch_add(1, Relaxed);
-        m.redis_subscriber_up.store(0, Relaxed);
         if let Some(mut c) = self.conns.remove(node) {
             let _ = self.poll.registry().deregister(&mut c.conn.stream);
         }
@@ -457,7 +459,7 @@ impl Subscriber {
     /// Unsubscribes rooms whose last member left `ROOM_LINGER_SECS` ago.
     fn linger(&mut self) {
         let now = Instant::now();
-        let linger = self.state.config.room_linger;
+        let linger = self.state.room_linger;
         for (room, r) in self.rooms.iter_mut() {
             if r.refs == 0 && r.active && !r.leaving && r.idle_since.is_some_and(|t| now.duration_since(t) >= linger) {
                 if let Some(c) = r.node.as_ref().and_then(|n| self.conns.get_mut(n)) {
@@ -554,7 +556,7 @@ impl Subscriber {
                 upto - 1
             );
             self.state.history.restart_after_gap(room, upto);
-            for inbox in &self.state.inboxes {
+            for inbox in &self.state.workers.inboxes {
                 inbox.send(ToWorker::Resync { room: room.clone() });
             }
         }
@@ -564,7 +566,7 @@ impl Subscriber {
     fn deliver(&self, room: &Arc<str>, msg: &ChatMessage) {
         let entry = Entry::new(msg.seq, &msg.to_json());
         self.state.history.append(room, entry.clone());
-        fan_out(&self.state, room, &entry);
+        fan_out(&self.state.workers, room, &entry);
         self.state.metrics.backend.fanned_out.fetch_add(1, Relaxed);
     }
 }

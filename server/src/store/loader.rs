@@ -29,14 +29,16 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::mongo::{one_line, Mongo};
+use super::mongo::Mongo;
 use crate::backoff::Backoff;
-use crate::chat::history::{reaches_below, Entry};
+use crate::channels::{LoadRequest, Workers};
+use crate::chat::history::{reaches_below, Entry, History};
+use crate::health::{one_line, DependencyHealth};
 use crate::hub::inbox::ToWorker;
+use crate::metrics::Metrics;
 use crate::replica;
 use crate::replica::pool::NodePool;
 use crate::replica::topology::Topology;
-use crate::state::ServerState;
 
 /// Most messages a resume fetches from MongoDB, beyond the ring. A client
 /// further behind gets the newest of them and `recovered: false`: a welcome
@@ -62,41 +64,31 @@ fn first_hole(entries: &[Entry], start: u64, end: u64) -> Option<(u64, u64)> {
     (expected < end).then_some((expected, end))
 }
 
-/// Where to send the answer to a load.
-#[derive(Debug, Clone, Copy)]
-pub struct Reply {
-    /// Worker index.
-    pub worker: usize,
-    /// Slab key of the waiting connection.
-    pub key: usize,
-    /// Its id.
-    pub conn_id: u64,
-}
-
-/// A request to complete a room's history on this pod.
-#[derive(Debug, Clone)]
-pub struct LoadRequest {
-    /// The room.
-    pub room: Arc<str>,
-    /// A resume point, when the client sent one.
-    pub since: Option<u64>,
-    /// Reach back to the room's last `N` messages (a `/history` request),
-    /// as `since` does to a resume point.
-    pub last: Option<usize>,
-    /// The waiting connection, if any (a sequencer's request has none).
-    pub reply: Option<Reply>,
+/// What the loader is started with, besides its channel and sources.
+#[derive(Debug)]
+pub struct LoaderHandles {
+    /// What it completes.
+    pub history: Arc<History>,
+    /// Its counters (`metrics.backend`).
+    pub metrics: Arc<Metrics>,
+    /// Where the waiting connections are answered.
+    pub workers: Workers,
 }
 
 /// Starts the loader thread; it ends when every sender is gone.
 pub fn spawn(
-    state: Arc<ServerState>,
+    state: LoaderHandles,
     rx: Receiver<LoadRequest>,
     redis: Option<Arc<Topology>>,
     mongo: Option<Mongo>,
 ) -> std::io::Result<JoinHandle<()>> {
     let backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let redis_backoff = DependencyHealth::new(backoff(), state.metrics.clone(), |m| &m.backend.redis_errors)
+        .with_recovery_log("history loader: Redis answers again");
+    let mongo_backoff = DependencyHealth::new(backoff(), state.metrics.clone(), |m| &m.backend.mongo_errors)
+        .with_recovery_log("history loader: MongoDB answers again");
     let redis = redis.map(NodePool::new);
-    let mut loader = Loader { state, redis, redis_backoff: backoff(), mongo, mongo_backoff: backoff() };
+    let mut loader = Loader { state, redis, redis_backoff, mongo, mongo_backoff };
     std::thread::Builder::new().name("history-loader".into()).spawn(move || {
         for req in rx.iter() {
             loader.handle(req);
@@ -105,20 +97,19 @@ pub fn spawn(
 }
 
 struct Loader {
-    state: Arc<ServerState>,
+    state: LoaderHandles,
     /// Connections to the Redis node owning each room's slot.
     redis: Option<NodePool>,
-    /// Also the Redis state for the logs: a failure and the recovery are
-    /// logged once each ([`Backoff::failing`]); likewise for MongoDB.
-    redis_backoff: Backoff,
+    /// Redis as this thread sees it: a failure and the recovery are
+    /// logged once each; likewise for MongoDB.
+    redis_backoff: DependencyHealth,
     mongo: Option<Mongo>,
-    mongo_backoff: Backoff,
+    mongo_backoff: DependencyHealth,
 }
 
 impl Loader {
     fn handle(&mut self, req: LoadRequest) {
-        let state = self.state.clone();
-        let history = &state.history;
+        let history = self.state.history.clone();
         let ring = history.ring();
         if history.needs_load(&req.room, None) {
             let list = self.redis_recent(&req.room, ring);
@@ -146,9 +137,7 @@ impl Loader {
             }
         }
         if let Some(r) = req.reply {
-            if let Some(inbox) = self.state.inboxes.get(r.worker) {
-                inbox.send(ToWorker::Loaded { key: r.key, conn_id: r.conn_id, older });
-            }
+            self.state.workers.send_to(r.worker, ToWorker::Loaded { key: r.key, conn_id: r.conn_id, older });
         }
     }
 
@@ -211,10 +200,7 @@ impl Loader {
             pool.query(room, redis::cmd("LRANGE").arg(replica::history_key(room)).arg(-(ring as i64)).arg(-1));
         match result {
             Ok(items) => {
-                if self.redis_backoff.failing() {
-                    log::info!("history loader: Redis answers again");
-                }
-                self.redis_backoff.succeeded();
+                self.redis_backoff.ok();
                 Some(
                     items
                         .iter()
@@ -232,11 +218,9 @@ impl Loader {
     }
 
     fn redis_failed(&mut self, e: &redis::RedisError) {
-        self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
-        if !self.redis_backoff.failing() {
-            log::warn!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e));
-        }
-        self.redis_backoff.failed();
+        self.redis_backoff.failed(|_| {
+            format!("history loader: Redis unavailable ({}); joins get the history held in memory", one_line(e))
+        });
     }
 
     fn mongo_recent(&mut self, room: &str, n: usize) -> Option<Vec<Entry>> {
@@ -255,18 +239,13 @@ impl Loader {
         }
         match op() {
             Ok(v) => {
-                if self.mongo_backoff.failing() {
-                    log::info!("history loader: MongoDB answers again");
-                }
-                self.mongo_backoff.succeeded();
+                self.mongo_backoff.ok();
                 Some(v)
             }
             Err(e) => {
-                self.state.metrics.backend.mongo_errors.fetch_add(1, Relaxed);
-                if !self.mongo_backoff.failing() {
-                    log::warn!("history loader: MongoDB read failed ({}); retrying with backoff", one_line(&e));
-                }
-                self.mongo_backoff.failed();
+                self.mongo_backoff.failed(|_| {
+                    format!("history loader: MongoDB read failed ({}); retrying with backoff", one_line(&e))
+                });
                 None
             }
         }

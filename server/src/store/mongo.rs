@@ -39,7 +39,8 @@ use mongodb::IndexModel;
 use crate::backoff::Backoff;
 use crate::chat::history::Entry;
 use crate::chat::protocol::ChatMessage;
-use crate::state::ServerState;
+use crate::health::{one_line, DependencyHealth};
+use crate::metrics::Metrics;
 
 /// Most messages per `insert_many`.
 const BATCH_MAX: usize = 500;
@@ -272,37 +273,38 @@ pub fn from_document(d: &Document) -> Option<ChatMessage> {
 }
 
 /// Starts the writer thread. It runs until `rx` is disconnected (every
-/// [`StoreSender`](super::StoreSender) dropped) and the queue is written,
+/// [`StoreSender`](crate::channels::StoreSender) dropped) and the queue is written,
 /// or until `deadline` passes once shutdown has begun.
 pub fn spawn_writer(
-    state: Arc<ServerState>,
+    metrics: Arc<Metrics>,
     mongo: Mongo,
     rx: Receiver<ChatMessage>,
     shutdown_deadline: Arc<std::sync::OnceLock<Instant>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("mongo-writer".into()).spawn(move || {
-        Writer {
-            state,
-            mongo,
-            rx,
-            shutdown_deadline,
-            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
-        }
-        .run()
+        let backoff = DependencyHealth::new(
+            Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            metrics.clone(),
+            |m| &m.backend.mongo_errors,
+        )
+        .with_recovery_log("MongoDB writes resumed");
+        Writer { metrics, mongo, rx, shutdown_deadline, backoff }.run()
     })
 }
 
 struct Writer {
-    state: Arc<ServerState>,
+    metrics: Arc<Metrics>,
     mongo: Mongo,
     rx: Receiver<ChatMessage>,
     shutdown_deadline: Arc<std::sync::OnceLock<Instant>>,
-    backoff: Backoff,
+    /// MongoDB as this thread sees it: retries' backoff, the error count,
+    /// the outage's log lines.
+    backoff: DependencyHealth,
 }
 
 impl Writer {
     fn run(mut self) {
-        let m = &self.state.metrics.backend;
+        let m = &self.metrics.backend;
         let mut indexed = false;
         let mut batch: Vec<ChatMessage> = Vec::new();
         // Times each message of `batch` was refused with an unknown code.
@@ -316,11 +318,8 @@ impl Writer {
                         log::info!("MongoDB: unique index (room, seq) ready on {}", self.mongo.namespace());
                     }
                     Err(e) => {
-                        m.mongo_errors.fetch_add(1, Relaxed);
-                        if !self.backoff.failing() {
-                            log::warn!("MongoDB unavailable ({}); retrying with backoff", one_line(&e));
-                        }
-                        self.backoff.failed();
+                        self.backoff
+                            .failed(|_| format!("MongoDB unavailable ({}); retrying with backoff", one_line(&e)));
                     }
                 }
             }
@@ -383,48 +382,28 @@ impl Writer {
                     });
                     tries = result.retry.iter().map(|&i| tries[i].saturating_add(1)).collect();
                     if batch.is_empty() {
-                        if self.backoff.failing() {
-                            log::info!("MongoDB writes resumed");
-                        }
-                        self.backoff.succeeded();
+                        self.backoff.ok();
                     } else {
                         m.mongo_retried.fetch_add(1, Relaxed);
-                        let (wait, first) = self.backoff.failed_first();
-                        if first {
-                            log::warn!(
-                                "MongoDB refused {} messages for now (e.g. no primary); retrying them in {wait:?}",
-                                batch.len()
-                            );
-                        }
+                        let n = batch.len();
+                        self.backoff.retry_later(|wait| {
+                            format!("MongoDB refused {n} messages for now (e.g. no primary); retrying them in {wait:?}")
+                        });
                     }
                 }
                 Err(e) => {
-                    m.mongo_errors.fetch_add(1, Relaxed);
                     m.mongo_retried.fetch_add(1, Relaxed);
-                    let (wait, first) = self.backoff.failed_first();
-                    if first {
-                        log::warn!(
-                            "MongoDB write of {} messages failed ({}); retrying in {:?}, queue {}",
-                            batch.len(),
-                            one_line(&e),
-                            wait,
-                            self.rx.len()
-                        );
-                    }
+                    let (n, queued) = (batch.len(), self.rx.len());
+                    self.backoff.failed(|wait| {
+                        format!(
+                            "MongoDB write of {n} messages failed ({}); retrying in {wait:?}, queue {queued}",
+                            one_line(&e)
+                        )
+                    });
                 }
             }
         }
         log::debug!("mongo-writer stopped");
-    }
-}
-
-/// An error as one log line.
-pub fn one_line(e: &impl std::fmt::Display) -> String {
-    let s = e.to_string().replace('\n', " ");
-    if s.len() > 300 {
-        format!("{}…", &s[..s.char_indices().take_while(|(i, _)| *i < 300).last().map_or(0, |(i, _)| i)])
-    } else {
-        s
     }
 }
 

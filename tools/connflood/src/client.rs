@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use websocket_server::backoff::{self, Spread};
+
 use crate::checker::{Outbox, Track};
 use crate::config::Config;
 
@@ -167,8 +169,7 @@ impl Backoff {
         if let Some(ra) = retry_after {
             return ra.mul_f64(1.0 + 0.5 * unit);
         }
-        let base = self.min.saturating_mul(1u32 << failures.min(20)).min(self.max);
-        base.mul_f64(0.5 + unit)
+        backoff::delay(self.min, self.max, failures, Spread::Around, unit)
     }
 }
 

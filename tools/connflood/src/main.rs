@@ -34,6 +34,8 @@ mod url;
 
 use std::process::exit;
 
+use websocket_server::procfs::open_file_limit;
+
 use config::{Command, Config};
 use report::Report;
 
@@ -113,11 +115,4 @@ fn plan(cfg: &Config) -> String {
         cfg.duration.as_secs_f64(),
         cfg.settle.as_secs_f64()
     )
-}
-
-/// The soft limit on open files, from /proc (no FFI needed).
-fn open_file_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use websocket_server::procfs;
+
 /// Sub-buckets per power of two: 64 gives a resolution of 1/64.
 const SUB_BITS: u32 = 6;
 const SUB: u64 = 1 << SUB_BITS;
@@ -165,23 +167,9 @@ impl Counters {
 /// This process's CPU time (user + system, seconds) and peak resident
 /// memory (MiB), read from /proc; zeros where /proc is not available.
 pub fn process_usage() -> (f64, f64) {
-    // Field 14 and 15 of /proc/self/stat, counted after the parenthesised
-    // command name (which may hold spaces), in clock ticks of 1/100 s.
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) as f64 / 100.0)
-        })
-        .unwrap_or(0.0);
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0.0, |kib| kib as f64 / 1024.0);
+    let ticks = procfs::TICKS_PER_SEC as f64;
+    let cpu = procfs::cpu_ticks().map_or(0.0, |(user, system)| (user + system) as f64 / ticks);
+    let rss = procfs::peak_resident_kib().map_or(0.0, |kib| kib as f64 / 1024.0);
     (cpu, rss)
 }
 

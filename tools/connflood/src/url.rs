@@ -159,10 +159,9 @@ impl fmt::Display for WsUrl {
     }
 }
 
-/// Whether `name` is a room name the server accepts: 1–64 of `[A-Za-z0-9_.-]`.
-pub fn valid_room(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
+/// Whether `name` is a room name the server accepts: 1–64 of `[A-Za-z0-9_.-]`
+/// (the server's own check).
+pub use websocket_server::http::query::valid_room;
 
 #[cfg(test)]
 mod tests {

@@ -19,12 +19,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{reply_frame, Worker};
+use crate::channels::{LoadRequest, Reply};
 use crate::chat::history::Entry;
 use crate::chat::protocol::Reject;
 use crate::chat::session::{self, Action, JoinContext, MessageLimits};
 use crate::clock;
 use crate::hub::{HubCommand, Origin};
-use crate::store::loader::{LoadRequest, Reply};
 use crate::ws::{Data, OpCode};
 
 impl Worker {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Worker, NO_EXPIRY};
+use crate::channels::{LoadRequest, Reply};
 use crate::chat::history::Entry;
 use crate::chat::session::ChatSession;
 use crate::clock;
@@ -27,7 +28,6 @@ use crate::http::response::Response;
 use crate::http::routes::{self, Listener, Route, UpgradeKind};
 use crate::http::upgrade;
 use crate::net::conn::{flag, Phase, Service, CLOSE_TIMEOUT_SECS};
-use crate::store::loader::{LoadRequest, Reply};
 
 impl Worker {
     /// One complete HTTP request head.
