@@ -38,6 +38,9 @@
 //! origin pod must (counted, and logged as a warning: its sender was told
 //! `unavailable`; a resend with the same `clientId` is deduplicated).
 //!
+//! Code: the batch and its routing here; each node's connection and health
+//! in `nodes`; what is held, refused and unresolved in `held`.
+//!
 //! [`PUBLISH_SCRIPT`]: super::PUBLISH_SCRIPT
 //! [`Topology`]: super::topology::Topology
 //! [`Topology::hold`]: super::topology::Topology::hold
@@ -62,15 +65,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::pool::{redirect, NodePool};
 use super::topology::{room_slot, Node, Topology};
-use super::{
-    channel, client_key, encode_fields, find_in_list, history_key, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT,
-};
+use super::{channel, client_key, encode_fields, history_key, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT};
 use crate::backoff::Backoff;
-use crate::channels::{HubCommand, LoadRequest, Origin, Publish, SequencerHandles};
-use crate::chat::protocol::{ChatMessage, Reject};
+use crate::channels::{HubCommand, Origin, Publish, SequencerHandles};
+use crate::chat::protocol::ChatMessage;
 use crate::health::one_line;
-use crate::hub::inbox::ToWorker;
 use crate::hub::IdGen;
+
+mod held;
+mod nodes;
+
+use held::refuse;
 
 /// Messages sent to Redis in one round trip at most.
 const PIPELINE_MAX: usize = 256;
@@ -223,122 +228,6 @@ impl Publisher {
         }
     }
 
-    /// Checks idle connections, so an outage is seen (and logged, and
-    /// counted) before the next message needs Redis.
-    fn ping_if_idle(&mut self) {
-        let mut failed = Vec::new();
-        for (node, con) in self.cons.iter_mut() {
-            if let Err(e) = redis::cmd("PING").query::<String>(con) {
-                failed.push((node.clone(), e));
-            }
-        }
-        for (node, e) in failed {
-            self.lost(&node, &e);
-        }
-    }
-
-    /// The connection to `node` failed: the messages of its slots wait
-    /// (until it answers again, or the topology names another owner);
-    /// the other nodes' go on. The slot map is read again at once.
-    fn lost(&mut self, node: &Node, e: &redis::RedisError) {
-        let m = &self.state.metrics.backend;
-        m.redis_errors.fetch_add(1, Relaxed);
-        m.redis_publisher_up.store(0, Relaxed);
-        self.cons.remove(node);
-        let backoff = self
-            .down
-            .entry(node.clone())
-            .or_insert_with(|| Backoff::new(Duration::from_millis(50), Duration::from_secs(1)));
-        let (wait, first) = backoff.failed_first();
-        if first {
-            log::warn!(
-                "Redis publisher lost {node} ({}); holding its rooms' messages (up to {:?}), reconnecting with \
-                 backoff (next in {wait:?}); {} held",
-                one_line(e),
-                self.hold,
-                self.held.len()
-            );
-        }
-        self.topo.refresh();
-    }
-
-    /// While a node is down: reads the slot map again (rate-limited by the
-    /// topology), so a failover is followed as soon as the cluster has
-    /// promoted a replica; nodes no longer masters are forgotten.
-    fn follow_failover(&mut self) {
-        if self.topo.is_cluster() {
-            self.topo.refresh();
-        }
-        let masters = self.topo.masters();
-        let before = self.down.len();
-        self.down.retain(|n, _| masters.contains(n));
-        self.cons.retain(|n, _| masters.contains(n));
-        if self.down.len() < before {
-            log::info!("Redis publisher: the slot map names new masters; sending their rooms' messages there");
-        }
-        if self.down.is_empty() {
-            self.recovered();
-        }
-    }
-
-    /// Every node answers again.
-    fn recovered(&mut self) {
-        let m = &self.state.metrics.backend;
-        m.redis_publisher_up.store(1, Relaxed);
-        m.redis_reconnects.fetch_add(1, Relaxed);
-        log::info!("Redis publisher reconnected");
-        self.resolve_unresolved();
-    }
-
-    /// Connects `node` if it has no connection (and is not waiting out its
-    /// backoff), loading the script. Whether it is connected.
-    fn ensure(&mut self, node: &Node) -> bool {
-        if self.cons.contains_key(node) {
-            return true;
-        }
-        if self.down.get(node).is_some_and(|b| !b.ready()) {
-            return false;
-        }
-        let attempt =
-            self.topo.client(node).and_then(|c| c.get_connection_with_timeout(CONNECT_TIMEOUT)).and_then(|mut c| {
-                c.set_read_timeout(Some(IO_TIMEOUT))?;
-                c.set_write_timeout(Some(IO_TIMEOUT))?;
-                redis::Script::new(PUBLISH_SCRIPT).load(&mut c)?;
-                Ok(c)
-            });
-        match attempt {
-            Ok(c) => {
-                self.cons.insert(node.clone(), c);
-                if self.down.remove(node).is_some() {
-                    log::info!("Redis publisher reconnected to {node}");
-                    if self.down.is_empty() {
-                        self.recovered();
-                    }
-                } else if !self.ever_connected {
-                    self.ever_connected = true;
-                    log::info!("Redis publisher connected ({node})");
-                }
-                if self.down.is_empty() {
-                    self.state.metrics.backend.redis_publisher_up.store(1, Relaxed);
-                }
-                true
-            }
-            Err(e) => {
-                self.lost(node, &e);
-                false
-            }
-        }
-    }
-
-    /// Connects every master that has no connection (at start-up, and
-    /// while idle), so `redis_connected` says the truth before a message
-    /// needs it.
-    fn connect_masters(&mut self) {
-        for node in self.topo.masters() {
-            self.ensure(&node);
-        }
-    }
-
     fn take(&mut self, cmd: HubCommand) {
         match cmd {
             HubCommand::Stop => self.stopping = true,
@@ -374,17 +263,6 @@ impl Publisher {
                 self.held.push_back(Held { msg, origin, since: Instant::now(), bytes, in_doubt: false, ask: None });
             }
         }
-    }
-
-    /// `held` lost `h` (published, refused): its bytes no longer count.
-    fn release(&mut self, h: &Held) {
-        self.held_bytes -= h.bytes;
-    }
-
-    fn report_held(&self) {
-        let m = &self.state.metrics.backend;
-        m.redis_held.store(self.held.len() as i64, Relaxed);
-        m.redis_held_bytes.store(self.held_bytes as i64, Relaxed);
     }
 
     /// Takes up to `PIPELINE_MAX` held messages and publishes them: one
@@ -613,93 +491,5 @@ impl Publisher {
             }
         }
         pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len()).arg(keys).arg(args);
-    }
-
-    /// Refuses held messages that have waited longer than the hold; those in
-    /// doubt are kept as unresolved.
-    fn refuse_expired(&mut self) {
-        let mut refused = 0;
-        let hold = if self.stopping { self.hold.min(HOLD) } else { self.hold };
-        while self.held.front().is_some_and(|h| h.since.elapsed() >= hold) {
-            let h = self.held.pop_front().expect("checked");
-            self.release(&h);
-            self.refuse(&h, "Redis is unreachable; message not sent, retry later");
-            refused += 1;
-            if h.in_doubt {
-                if self.unresolved.len() >= UNRESOLVED_MAX {
-                    self.unresolved.pop_front();
-                }
-                self.unresolved.push_back((h.msg, Instant::now()));
-            }
-        }
-        if refused > 0 {
-            log::warn!("Redis unreachable for {hold:?}: refused {refused} messages with `unavailable`");
-        }
-    }
-
-    /// Looks the unresolved messages up in their rooms' lists (just after
-    /// a reconnect): one found there was published after all, so it was
-    /// delivered and is stored now. Those older than `DEDUPE_TTL_SECS` are
-    /// dropped unread.
-    fn resolve_unresolved(&mut self) {
-        let ttl = Duration::from_secs(DEDUPE_TTL_SECS);
-        self.unresolved.retain(|(_, at)| at.elapsed() < ttl);
-        if self.unresolved.is_empty() {
-            return;
-        }
-        let ring = self.state.history.ring() as i64;
-        let mut lists: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for (msg, _) in &self.unresolved {
-            if lists.contains_key(&msg.room) {
-                continue;
-            }
-            let cmd = redis::cmd("LRANGE").arg(history_key(&msg.room)).arg(-ring).arg(-1).clone();
-            match self.pool.query::<Vec<Vec<u8>>>(&msg.room, &cmd) {
-                Ok(items) => {
-                    lists.insert(msg.room.clone(), items);
-                }
-                Err(e) => {
-                    log::debug!("reading the lists of unresolved messages failed ({}); next reconnect", one_line(&e));
-                    return; // still unresolved; the next reconnect tries again
-                }
-            }
-        }
-        let mut published = 0;
-        for (mut msg, _) in std::mem::take(&mut self.unresolved) {
-            let Some(seq) = lists.get(&msg.room).and_then(|items| find_in_list(items, &msg.id)) else { continue };
-            msg.seq = seq;
-            published += 1;
-            self.state.metrics.backend.redis_published.fetch_add(1, Relaxed);
-            if let Some(store) = &self.state.store {
-                store.enqueue(msg);
-            }
-        }
-        if published > 0 {
-            log::warn!(
-                "{published} messages refused as `unavailable` during the Redis outage had been published before \
-                 it; they were delivered and are now stored"
-            );
-        }
-    }
-
-    fn refuse(&self, h: &Held, text: &str) {
-        refuse(&self.state, &h.origin, text);
-    }
-
-    fn request_load(&self, room: &str) {
-        if let Some(loader) = &self.state.loader {
-            let _ = loader.try_send(LoadRequest { room: Arc::from(room), since: None, last: None, reply: None });
-        }
-    }
-}
-
-/// Tells the sender of a message that it was not sent (`unavailable`).
-fn refuse(state: &SequencerHandles, origin: &Origin, text: &str) {
-    if let Some(inbox) = state.workers.inboxes.get(origin.worker) {
-        inbox.send(ToWorker::Reject {
-            key: origin.key,
-            conn_id: origin.conn_id,
-            reject: Reject::new("unavailable", text),
-        });
     }
 }
