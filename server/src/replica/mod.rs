@@ -35,9 +35,13 @@ pub mod subscriber;
 pub mod topology;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::chat::protocol::ChatMessage;
+use topology::Node;
 
 /// Rooms whose subscription Redis has confirmed on this pod: written by the
 /// subscriber, read by the publisher, which publishes into a room only
@@ -254,6 +258,17 @@ pub fn decode(payload: &[u8]) -> Option<ChatMessage> {
         client_id: f.client_id.map(Cow::into_owned),
         user_id: f.user_id.map(Cow::into_owned),
     })
+}
+
+/// Records a failure of `node` in `down` (the publisher's and the
+/// subscriber's map of failed nodes, each reconnecting on its own pacing:
+/// 50 ms doubling to 1 s, so a promoted replica is tried soon). Returns the
+/// wait before the next attempt, and whether this node's outage just began
+/// (the moment to log it).
+pub fn node_failed(down: &mut HashMap<Node, Backoff>, node: &Node) -> (Duration, bool) {
+    down.entry(node.clone())
+        .or_insert_with(|| Backoff::new(Duration::from_millis(50), Duration::from_secs(1)))
+        .failed_first()
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ use mio::{Events, Interest as Ready, Poll, Token};
 use super::pool::NodePool;
 use super::resp::{Resp, SubConn};
 use super::topology::{room_slot, Node, Topology};
-use super::{channel, room_of_channel, seq_key, LiveRooms};
+use super::{channel, node_failed, room_of_channel, seq_key, LiveRooms};
 use crate::backoff::Backoff;
 use crate::channels::{Interest, Workers};
 use crate::chat::history::History;
@@ -306,11 +306,7 @@ impl Subscriber {
             r.leaving = false;
             self.live.set(room, false);
         }
-        let backoff = self
-            .down
-            .entry(node.clone())
-            .or_insert_with(|| Backoff::new(Duration::from_millis(50), Duration::from_secs(1)));
-        let (wait, first) = backoff.failed_first();
+        let (wait, first) = node_failed(&mut self.down, node);
         if first {
             log::warn!("Redis subscription to {node} lost ({why}); resubscribing with backoff (next in {wait:?})");
         }

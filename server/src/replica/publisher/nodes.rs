@@ -3,12 +3,10 @@
 //! promotes a replica); each node reconnects with its own backoff.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use super::super::topology::Node;
-use super::super::PUBLISH_SCRIPT;
+use super::super::{node_failed, PUBLISH_SCRIPT};
 use super::{Publisher, CONNECT_TIMEOUT, IO_TIMEOUT};
-use crate::backoff::Backoff;
 use crate::health::one_line;
 
 impl Publisher {
@@ -34,11 +32,7 @@ impl Publisher {
         m.redis_errors.fetch_add(1, Relaxed);
         m.redis_publisher_up.store(0, Relaxed);
         self.cons.remove(node);
-        let backoff = self
-            .down
-            .entry(node.clone())
-            .or_insert_with(|| Backoff::new(Duration::from_millis(50), Duration::from_secs(1)));
-        let (wait, first) = backoff.failed_first();
+        let (wait, first) = node_failed(&mut self.down, node);
         if first {
             log::warn!(
                 "Redis publisher lost {node} ({}); holding its rooms' messages (up to {:?}), reconnecting with \
