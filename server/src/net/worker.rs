@@ -257,8 +257,9 @@ impl Worker {
                 self.on_tick();
             }
             self.drain_step();
-            if self.pacer.due(Instant::now()) {
-                self.before_sleep();
+            let now = Instant::now();
+            if self.pacer.due(now) {
+                self.before_sleep(now);
             }
             self.remove_doomed();
             if self.drain.as_ref().is_some_and(|plan| plan.finished(Instant::now(), !self.conns.is_empty())) {
@@ -377,9 +378,8 @@ impl Worker {
     }
 
     /// The flush pass: writes every pending connection once (the pacer
-    /// decides when it runs).
-    fn before_sleep(&mut self) {
-        let start = Instant::now();
+    /// decides when it runs, and reads the clock it starts at).
+    fn before_sleep(&mut self, start: Instant) {
         std::mem::swap(&mut self.pending_write, &mut self.flushing);
         let mut list = std::mem::take(&mut self.flushing);
         for &entry in &list {

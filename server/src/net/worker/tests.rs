@@ -42,7 +42,7 @@ fn a_stale_slow_consumer_entry_never_closes_the_connection_that_reuses_its_key()
     check_bound(c, key, 0, &mut w.slow);
     assert_eq!(w.slow.len(), 1);
     w.doom(key);
-    w.before_sleep();
+    w.before_sleep(Instant::now());
     w.remove_doomed();
     assert!(!w.conns.contains(key));
     // A fresh connection, still in its HTTP phase, gets the same key.
@@ -56,7 +56,7 @@ fn a_stale_slow_consumer_entry_never_closes_the_connection_that_reuses_its_key()
     w.pending_read.push((key, c.id + 1000));
     w.doomed.push((key, c.id + 1000));
     w.read_pending();
-    w.before_sleep();
+    w.before_sleep(Instant::now());
     w.remove_doomed();
     assert!(w.conns.contains(key), "a stale doomed entry removed the new connection");
 }
