@@ -150,35 +150,46 @@ impl Loader {
     /// then: what slid out of the ring in between is in that copy, so the
     /// two parts meet unless more than a whole ring of messages arrives in
     /// the room during the one inbox hop between this reply and the
-    /// worker's snapshot. A hole just below the ring, which a busy room
-    /// opens while MongoDB is read (the messages that slid out meanwhile)
-    /// or because the MongoDB writer has not written the newest ones yet
-    /// (it batches), is read again, a bounded number of times with a short
-    /// wait: a resume whose messages are all in MongoDB comes back complete.
-    /// Holes deeper than a ring below the window are not waited for (the
-    /// messages are missing from MongoDB; the answer says `recovered:false`).
+    /// worker's snapshot.
+    ///
+    /// MongoDB is read with no upper bound (everything it holds after the
+    /// point asked for, not only what is below the ring when the read
+    /// starts): what slides out of the ring while MongoDB answers is then
+    /// in the answer, because the writer is far less than a ring behind
+    /// the sequencer. Bounding a read at the ring's start made a busy room
+    /// a chase: each read let a message or two slide out of the ring, the
+    /// next read fetched those and let the next ones slide, and the last
+    /// read left exactly that hole just below the ring. A hole that remains
+    /// (the MongoDB writer has not written the newest ones yet: it batches)
+    /// is read again, a bounded number of times with a short wait, so a
+    /// resume whose messages are all in MongoDB comes back complete. Holes
+    /// deeper than a ring below the window are not waited for (the
+    /// messages are missing from MongoDB; the answer says
+    /// `recovered:false`).
     fn deep_range(&mut self, room: &str, since: u64, first: u64) -> Vec<Entry> {
-        let Some(mut older) = self.mongo_range(room, since, first, RESUME_MAX) else { return Vec::new() };
+        let window = self.state.history.ring() as u64;
+        // The newest RESUME_MAX below the ring, plus what overlaps the ring.
+        let fetch = RESUME_MAX + window as usize;
+        let Some(mut older) = self.mongo_range(room, since, u64::MAX, fetch) else { return Vec::new() };
         // Truncated at RESUME_MAX: the answer starts at the oldest fetched.
         let start = match older.first() {
-            Some(e) if older.len() >= RESUME_MAX => e.seq,
+            Some(e) if older.len() >= fetch => e.seq,
             _ => since + 1, // since < first, so no overflow
         };
-        let window = self.state.history.ring() as u64;
         for attempt in 0..FILL_ATTEMPTS {
             let (held, ring_first) = self.state.history.held_after(room, since);
-            let Some((from, to)) = first_hole(&older, start, ring_first) else {
-                older.extend(held.into_iter().filter(|e| e.seq >= ring_first));
-                return older;
-            };
-            if attempt + 1 == FILL_ATTEMPTS || to.saturating_add(window) < first {
+            let hole = first_hole(&older, start, ring_first);
+            let give_up = |(_, to): (u64, u64)| attempt + 1 == FILL_ATTEMPTS || to.saturating_add(window) < first;
+            if hole.is_none_or(give_up) {
+                older.retain(|e| e.seq < ring_first);
                 older.extend(held.into_iter().filter(|e| e.seq >= ring_first));
                 return older;
             }
+            let (from, _) = hole.expect("checked above");
             self.state.metrics.backend.history_refills.fetch_add(1, Relaxed);
             let before = older.len();
-            // Everything from the hole up to the ring (what slid out since).
-            let more = self.mongo_range(room, from - 1, ring_first, RESUME_MAX).unwrap_or_default();
+            // Everything from the hole on (what slid out since, and newer).
+            let more = self.mongo_range(room, from - 1, u64::MAX, fetch).unwrap_or_default();
             older.extend(more);
             older.sort_by_key(|e| e.seq);
             older.dedup_by_key(|e| e.seq);
