@@ -50,6 +50,10 @@ pub mod flag {
     pub const IN_PENDING: u16 = 1 << 0;
     /// The last write hit WouldBlock: wait for a writable event.
     pub const WRITE_BLOCKED: u16 = 1 << 1;
+    /// The peer's close frame arrived: once ours is written too, the close
+    /// handshake is complete and the server closes the TCP connection first
+    /// (RFC 6455 §7.1.1) instead of lingering for the peer's FIN.
+    pub const CLOSE_RECEIVED: u16 = 1 << 2;
     /// In the worker's close queue: removed at the end of the loop turn.
     pub const DOOMED: u16 = 1 << 6;
     /// Read budget used up with data possibly left: read again next loop.

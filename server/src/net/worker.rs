@@ -430,6 +430,9 @@ impl Worker {
                     c.allowance = 0;
                     match c.closing {
                         Closing::PeerGone { .. } => self.doom(key),
+                        // Both close frames are out and in: the handshake is
+                        // complete, and the server closes first (RFC 6455 §7.1.1).
+                        Closing::Flushing { close_sent: true, .. } if c.has(flag::CLOSE_RECEIVED) => self.doom(key),
                         Closing::Flushing { close_sent, input } => {
                             // Our last bytes are out: send FIN and read until the peer's.
                             let _ = c.socket.shutdown(Shutdown::Write);

@@ -5,9 +5,13 @@
 //! error, a timeout, a slow consumer, the drain, an expired token, a rate
 //! limit) or [`Worker::on_close_frame`] (the peer's); both queue the close
 //! frame, move the connection to `Closing::Flushing` and take it out of its
-//! room. The flush before sleep then shuts our write side and lingers
-//! (`worker::flush`); the peer's FIN, the close deadline (tick) or an error
-//! dooms it ([`Worker::doom`]), and the end of the loop turn removes it
+//! room. Once both close frames are exchanged and ours is written, the
+//! handshake is complete and the connection is doomed at once: the server
+//! closes the TCP connection first (RFC 6455 §7.1.1), so neither side waits
+//! on the other. Until the peer's close arrives, the flush before sleep
+//! shuts our write side and lingers (`worker::flush`); the peer's close
+//! frame, its FIN, the close deadline (tick) or an error dooms it
+//! ([`Worker::doom`]), and the end of the loop turn removes it
 //! ([`Worker::remove`]), releasing everything it held.
 //!
 //! The drain ([`Worker::begin_drain`]): the public listener is closed, idle
@@ -26,7 +30,7 @@ use std::time::Instant;
 use super::{enlist, Worker};
 use crate::chat::protocol::DRAIN_NOTICE;
 use crate::metrics::CloseReason;
-use crate::net::conn::{flag, CLOSE_TIMEOUT_SECS};
+use crate::net::conn::{flag, Closing, CLOSE_TIMEOUT_SECS};
 use crate::net::drain::{self, DrainPlan};
 use crate::ws::{encoder, Control, Data, OpCode, WsError};
 
@@ -36,9 +40,15 @@ impl Worker {
     pub(super) fn on_close_frame(&mut self, key: usize, close: Option<(u16, &str)>) {
         let now = self.now;
         let Some(c) = self.conns.get_mut(key) else { return };
+        c.flags |= flag::CLOSE_RECEIVED;
         if c.close_sent() {
+            // The answer to our close: the handshake is complete. Ours is
+            // written already (lingering): close now; else the flush that
+            // writes it ends the connection.
             c.closing = c.closing.discard_input();
-            // The answer to our close: the handshake is complete; lingering ends at the peer's FIN.
+            if matches!(c.closing, Closing::Lingering { .. }) {
+                self.doom(key);
+            }
             return;
         }
         // "If an endpoint receives a Close frame and did not previously send a
