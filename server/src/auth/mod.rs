@@ -28,8 +28,9 @@ pub mod token;
 
 use std::borrow::Cow;
 
+use crate::http::header::trim;
 use crate::http::query::param;
-use crate::http::request::{trim, Head};
+use crate::http::request::Head;
 use crate::http::response::Response;
 
 pub use token::{Identity, Verifier};

@@ -18,7 +18,7 @@
 //! string), or is not valid extension syntax. The handshake itself never
 //! fails over the extension: declining is what the RFC asks of a server.
 
-use super::request::trim;
+use super::header::trim;
 
 /// What the server agreed to for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

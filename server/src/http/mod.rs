@@ -4,6 +4,7 @@
 
 pub mod assets;
 pub mod extensions;
+pub mod header;
 pub mod query;
 pub mod request;
 pub mod response;

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::header::{has_token, trim};
+
 /// Headers httparse may record; more is answered with 431.
 const MAX_HEADERS: usize = 48;
 
@@ -136,18 +138,6 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<Option<Head<'_>>, HeadEr
     Ok(Some(head))
 }
 
-/// Whether a comma-separated header value contains `token` (ASCII case-insensitive).
-pub fn has_token(value: &[u8], token: &str) -> bool {
-    value.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// `value` without leading and trailing spaces and tabs.
-pub fn trim(value: &[u8]) -> &[u8] {
-    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
-    &value[start..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,13 +199,5 @@ mod tests {
         assert!(!h(b"GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
         assert!(!h(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n").keep_alive());
-    }
-
-    #[test]
-    fn token_lists() {
-        assert!(has_token(b"keep-alive, Upgrade", "upgrade"));
-        assert!(!has_token(b"upgraded", "upgrade"));
-        assert_eq!(trim(b" \t x y \t"), b"x y");
-        assert_eq!(trim(b"   "), b"");
     }
 }

@@ -3,7 +3,8 @@
 //! Each refusal is a complete response with the status the contract names.
 
 use super::extensions::Agreement;
-use super::request::{trim, Head};
+use super::header::trim;
+use super::request::Head;
 use super::response::Response;
 
 /// Checks the handshake headers of `head`. `Ok` carries the
