@@ -21,7 +21,7 @@ use crate::auth::peer::{self, PeerLimits};
 use crate::auth::Verifier;
 
 mod knob;
-use knob::{flag, list, optional, positive, secs, text, text_or, value};
+use knob::{flag, list, optional, positive, secs, text, text_or, value, Bounded};
 
 /// One environment variable the server reads.
 #[derive(Debug, Clone, Copy)]

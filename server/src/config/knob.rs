@@ -24,9 +24,31 @@ type Rule<T> = fn(&T) -> Result<(), String>;
 type TextRule = fn(&str) -> Result<(), String>;
 
 /// The bounds a parsed value must be within.
-struct Bounds<T> {
+pub struct Bounds<T> {
     min: Option<T>,
     rule: Option<Rule<T>>,
+}
+
+impl<T> Bounds<T> {
+    const NONE: Bounds<T> = Bounds { min: None, rule: None };
+}
+
+/// The builder steps of the specs whose values have [`Bounds`].
+pub trait Bounded<T>: Sized {
+    /// The spec's bounds.
+    fn bounds(&mut self) -> &mut Bounds<T>;
+
+    /// Values below `min` are refused ("… is below the minimum …").
+    fn min(mut self, min: T) -> Self {
+        self.bounds().min = Some(min);
+        self
+    }
+
+    /// Values `rule` refuses are refused with its reason.
+    fn rule(mut self, rule: Rule<T>) -> Self {
+        self.bounds().rule = Some(rule);
+        self
+    }
 }
 
 impl<T: PartialOrd + fmt::Display> Bounds<T> {
@@ -58,20 +80,12 @@ pub struct Value<T> {
 
 /// A value parsed with `FromStr`, `default` when unset.
 pub fn value<T>(default: T) -> Value<T> {
-    Value { default, bounds: Bounds { min: None, rule: None } }
+    Value { default, bounds: Bounds::NONE }
 }
 
-impl<T> Value<T> {
-    /// Values below `min` are refused ("… is below the minimum …").
-    pub fn min(mut self, min: T) -> Self {
-        self.bounds.min = Some(min);
-        self
-    }
-
-    /// Values `rule` refuses are refused with its reason.
-    pub fn rule(mut self, rule: Rule<T>) -> Self {
-        self.bounds.rule = Some(rule);
-        self
+impl<T> Bounded<T> for Value<T> {
+    fn bounds(&mut self) -> &mut Bounds<T> {
+        &mut self.bounds
     }
 }
 
@@ -95,20 +109,12 @@ pub struct Optional<T> {
 
 /// A value parsed with `FromStr`, `None` when unset.
 pub fn optional<T>() -> Optional<T> {
-    Optional { bounds: Bounds { min: None, rule: None } }
+    Optional { bounds: Bounds::NONE }
 }
 
-impl<T> Optional<T> {
-    /// Values below `min` are refused.
-    pub fn min(mut self, min: T) -> Self {
-        self.bounds.min = Some(min);
-        self
-    }
-
-    /// Values `rule` refuses are refused with its reason.
-    pub fn rule(mut self, rule: Rule<T>) -> Self {
-        self.bounds.rule = Some(rule);
-        self
+impl<T> Bounded<T> for Optional<T> {
+    fn bounds(&mut self) -> &mut Bounds<T> {
+        &mut self.bounds
     }
 }
 
