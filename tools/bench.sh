@@ -308,6 +308,39 @@ cluster_pids() { # replica or haproxy PIDs of the current cluster
 }
 ticks_of() { local p; for p in "$@"; do cpu_ticks "$p"; done | sum; }
 
+# sample_window NAME PORT PID...: one end of a fan-out's steady window, into
+# the associative array NAME: the wall time of the /proc reads (u), the
+# machine's busy and total ticks (mb, mt), the server's CPU ticks (c), each
+# connflood process's (f0, f1, ... for the PIDs given), then the server's
+# delivered and write-syscall counters (d, s) from /metrics, the delivered
+# request timed by its start and end (a, b): a loaded server can take a
+# second or two to answer, so a window's length is taken between the
+# midpoints of those requests. A counter the server did not answer is empty.
+# shellcheck disable=SC2034 # w names the caller's array (a nameref)
+sample_window() {
+    local -n w=$1
+    local port=$2 i=0 p
+    shift 2
+    w["u"]=$EPOCHREALTIME
+    read -r "w[mb]" "w[mt]" < <(machine_ticks)
+    w["c"]=$(cpu_ticks "$SERVER_PID")
+    for p in "$@"; do
+        w["f$i"]=$(cpu_ticks "$p")
+        i=$((i + 1))
+    done
+    w["a"]=$EPOCHREALTIME
+    w["d"]=$(metric "$port" websocket_messages_delivered_total)
+    w["b"]=$EPOCHREALTIME
+    w["s"]=$(metric "$port" websocket_write_syscalls_total)
+}
+# window_delta NAME: the delivered and write-syscall counts between the two
+# samples W0 and W1 (0 when either sample lacks it: the report then falls back
+# on connflood's own counts, never on half a window).
+window_delta() {
+    local key=$1
+    if [ -n "${W0[$key]}" ] && [ -n "${W1[$key]}" ]; then echo $((${W1[$key]} - ${W0[$key]})); else echo 0; fi
+}
+
 run_cluster() {
     local k=$1 base duration i half pids hpids
     new_run "$k"
@@ -489,26 +522,19 @@ fanout_once() {
     start_server "$port"
     T0=$EPOCHREALTIME
     fanout_load "$port" "$senders"
-    local w0 c0 d0 s0 c1 d1 s1 mb0 mt0 mb1 mt1 f0 f1 cf
+    local cf i total=0
+    declare -A W0=() W1=()
     mapfile -t cf < <(cf_procs)
-    f0=$(ticks_of "${cf[@]}")
-    read -r mb0 mt0 < <(machine_ticks)
-    w0=$EPOCHREALTIME
-    c0=$(cpu_ticks "$SERVER_PID")
-    d0=$(metric "$port" websocket_messages_delivered_total)
-    s0=$(metric "$port" websocket_write_syscalls_total)
+    sample_window W0 "$port" "${cf[@]}"
     sleep_until $((FANOUT_RAMP + FANOUT_DURATION - FANOUT_SKIP))
-    c1=$(cpu_ticks "$SERVER_PID")
-    d1=$(metric "$port" websocket_messages_delivered_total)
-    s1=$(metric "$port" websocket_write_syscalls_total)
-    f1=$(ticks_of "${cf[@]}")
-    read -r mb1 mt1 < <(machine_ticks)
-    put window_cpu_ticks_connflood "$((f1 - f0))"
-    put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
-    put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
-    put window_cpu_ticks "$((c1 - c0))"
-    put window_delivered "$((${d1:-0} - ${d0:-0}))"
-    put window_write_syscalls "$((${s1:-0} - ${s0:-0}))"
+    sample_window W1 "$port" "${cf[@]}"
+    for i in "${!cf[@]}"; do total=$((total + ${W1["f$i"]} - ${W0["f$i"]})); done
+    put window_cpu_ticks_connflood "$total"
+    put window_machine_busy_pct "$(busy_pct "${W0[mb]}" "${W0[mt]}" "${W1[mb]}" "${W1[mt]}" "$(nproc)")"
+    put window_secs "$(awk -v a0="${W0[a]}" -v b0="${W0[b]}" -v a1="${W1[a]}" -v b1="${W1[b]}" 'BEGIN { printf "%.3f", (a1 + b1 - a0 - b0) / 2 }')"
+    put window_cpu_ticks "$((W1[c] - W0[c]))"
+    put window_delivered "$(window_delta d)"
+    put window_write_syscalls "$(window_delta s)"
     cf_wait
     stop_server
     VERDICT=$(python3 - "$MEASURE" "$RUN/cf-a.json" <<'EOF' || echo "stop no report"
@@ -594,50 +620,32 @@ peers_step() {
     start_server "$port"
     T0=$EPOCHREALTIME
     peers_load "$port" "$senders"
-    # Two windows, each timed by its own samples: CPU (the /proc reads, quick)
-    # and deliveries, whose ends are the midpoints of the /metrics requests: a
-    # loaded server can take a second or two to answer, which would otherwise
-    # stretch the window, understate deliveries/s, and let the CPU window run
-    # past the end of sending.
-    local cf f0=() f1=() c0 c1 d0 d1 s0 s1 mb0 mt0 mb1 mt1 a0 b0 a1 b1 u0 u1 total=0 gone=0
+    # Two windows, each timed by its own samples: CPU (the /proc reads,
+    # quick) and deliveries (see sample_window).
+    local cf i total=0 gone=0
+    declare -A W0=() W1=()
     mapfile -t cf < <(cf_procs)
-    u0=$EPOCHREALTIME
-    read -r mb0 mt0 < <(machine_ticks)
-    c0=$(cpu_ticks "$SERVER_PID")
-    for i in "${!cf[@]}"; do f0+=("$(cpu_ticks "${cf[$i]}")"); done
-    a0=$EPOCHREALTIME
-    d0=$(metric "$port" websocket_messages_delivered_total)
-    b0=$EPOCHREALTIME
-    s0=$(metric "$port" websocket_write_syscalls_total)
+    sample_window W0 "$port" "${cf[@]}"
     sleep_until $((PEERS_RAMP + PEERS_DURATION - PEERS_TAIL))
-    u1=$EPOCHREALTIME
-    read -r mb1 mt1 < <(machine_ticks)
-    c1=$(cpu_ticks "$SERVER_PID")
-    for i in "${!cf[@]}"; do f1+=("$(cpu_ticks "${cf[$i]}")"); done
-    a1=$EPOCHREALTIME
-    d1=$(metric "$port" websocket_messages_delivered_total)
-    b1=$EPOCHREALTIME
-    s1=$(metric "$port" websocket_write_syscalls_total)
-    put window_secs "$(awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" 'BEGIN { printf "%.3f", (a1 + b1 - a0 - b0) / 2 }')"
-    put window_sample_secs "$(awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" 'BEGIN { printf "%.3f", (b0 - a0) + (b1 - a1) }')"
-    put window_cpu_secs "$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.3f", b - a }')"
+    sample_window W1 "$port" "${cf[@]}"
+    put window_secs "$(awk -v a0="${W0[a]}" -v b0="${W0[b]}" -v a1="${W1[a]}" -v b1="${W1[b]}" 'BEGIN { printf "%.3f", (a1 + b1 - a0 - b0) / 2 }')"
+    put window_sample_secs "$(awk -v a0="${W0[a]}" -v b0="${W0[b]}" -v a1="${W1[a]}" -v b1="${W1[b]}" 'BEGIN { printf "%.3f", (b0 - a0) + (b1 - a1) }')"
+    put window_cpu_secs "$(awk -v a="${W0[u]}" -v b="${W1[u]}" 'BEGIN { printf "%.3f", b - a }')"
     for i in "${!cf[@]}"; do
         # A process gone before the end (cpu_ticks 0) has no figure.
-        if ((f1[i] >= f0[i])); then
-            put "window_cpu_ticks_connflood_$i" "$((f1[i] - f0[i]))"
-            total=$((total + f1[i] - f0[i]))
+        if ((${W1["f$i"]} >= ${W0["f$i"]})); then
+            put "window_cpu_ticks_connflood_$i" "$((${W1["f$i"]} - ${W0["f$i"]}))"
+            total=$((total + ${W1["f$i"]} - ${W0["f$i"]}))
         else
             gone=$((gone + 1))
         fi
     done
     put connflood_processes_sampled "$((${#cf[@]} - gone))"
     put window_cpu_ticks_connflood "$total"
-    put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
-    put window_cpu_ticks "$((c1 - c0))"
-    # A sample the server did not answer in time leaves 0 (the report then
-    # takes deliveries from connflood's progress lines), never half a window.
-    if [ -n "$d0" ] && [ -n "$d1" ]; then put window_delivered "$((d1 - d0))"; else put window_delivered 0; fi
-    if [ -n "$s0" ] && [ -n "$s1" ]; then put window_write_syscalls "$((s1 - s0))"; else put window_write_syscalls 0; fi
+    put window_machine_busy_pct "$(busy_pct "${W0[mb]}" "${W0[mt]}" "${W1[mb]}" "${W1[mt]}" "$(nproc)")"
+    put window_cpu_ticks "$((W1[c] - W0[c]))"
+    put window_delivered "$(window_delta d)"
+    put window_write_syscalls "$(window_delta s)"
     cf_wait
     put loadavg_after "$(loadavg)"
     stop_server
@@ -670,13 +678,18 @@ run_peers() {
 # Cluster, and a replica's CPU for rooms it does not host.
 
 # redis_cluster_up DIR PORT ARGS...: a local cluster for this scenario;
-# the replicas get a rate limit above the load's 10 msg/s per connection.
+# the replicas get a rate limit above the load's 10 msg/s per connection,
+# and no MongoDB (MONGO_URI empty): what is measured is Redis, and
+# nx-27017 (MongoDB's stand-in here, on SQLite) cannot take 10,000 writes
+# a second on these cores; behind on its writes, it answered the history
+# loader's reads for cold rooms so late that joins timed out.
 redis_cluster_up() {
     local dir=$1 port=$2
     shift 2
     CLUSTER_DIR=$dir
-    log_cmd env "LOCALCLUSTER_DIR=$dir" tools/localcluster up --port "$port" --env RATE_LIMIT=100 --env RATE_BURST=200 "$@"
-    LOCALCLUSTER_DIR=$dir tools/localcluster up --port "$port" --env RATE_LIMIT=100 --env RATE_BURST=200 "$@" \
+    local env=(--env RATE_LIMIT=100 --env RATE_BURST=200 --env MONGO_URI=)
+    log_cmd env "LOCALCLUSTER_DIR=$dir" tools/localcluster up --port "$port" "${env[@]}" "$@"
+    LOCALCLUSTER_DIR=$dir tools/localcluster up --port "$port" "${env[@]}" "$@" \
         >"$RUN/up.out" 2>&1 || { cat "$RUN/up.out" >&2; return 1; }
 }
 redis_cluster_down() {
