@@ -22,18 +22,21 @@ r = json.load(open(sys.argv[1]))
 expected = r["messages"]["sent"] - r["messages"]["rejected"]
 coll = pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[2]}/chat", serverSelectionTimeoutMS=5000).chat.messages
 docs = []
-for attempt in range(20):  # the writers batch; give the last batches a moment
+# The writers batch: read until every message is there or 120 s have passed
+# (a machine loaded by other work makes the last batches late).
+deadline = time.monotonic() + 120
+while True:
     try:
         docs = list(coll.find({}, {"room": 1, "seq": 1, "message": 1, "_id": 0}))
     except pymongo.errors.PyMongoError as e:
         # On a machine loaded by other work, pymongo's monitor may time out
         # and cancel the read in flight ("operation cancelled"): read again.
-        if attempt == 19:
+        if time.monotonic() > deadline:
             raise
         print(f"reading MongoDB failed ({e}); again", file=sys.stderr)
         time.sleep(1)
         continue
-    if len(docs) >= expected:
+    if len(docs) >= expected or time.monotonic() > deadline:
         break
     time.sleep(0.5)
 seqs = collections.defaultdict(list)

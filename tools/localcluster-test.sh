@@ -123,7 +123,7 @@ while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
 # repeat, and each sent message (its marker cf|tag|conn|n) stored once.
 MONGO_PORT=$(tools/localcluster ports | awk '$1 == "mongo" { print $2 }')
 if "$ROOT/.venv-test/bin/python" -c 'import pymongo' 2>/dev/null; then
-    checks=$(timeout 60 "$ROOT/.venv-test/bin/python" tools/localcluster-mongo-check.py "$STATE/connflood.json" "$MONGO_PORT")
+    checks=$(timeout 300 "$ROOT/.venv-test/bin/python" tools/localcluster-mongo-check.py "$STATE/connflood.json" "$MONGO_PORT")
     while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
 else
     echo "skip MongoDB check (no pymongo in .venv-test)"

@@ -58,6 +58,9 @@ pub struct Config {
     pub token_ttl: Duration,
     /// Offer permessage-deflate (RFC 7692) and send compressed messages where negotiated.
     pub deflate: bool,
+    /// Sending stops early once this file exists (a test's own end of the
+    /// sending time, `duration` being the latest).
+    pub stop_file: Option<PathBuf>,
 }
 
 /// What the command line asked for.
@@ -99,6 +102,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--seed",
     "--token-secret",
     "--token-ttl",
+    "--stop-file",
 ];
 
 /// Flags without a value.
@@ -207,6 +211,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         None => Vec::new(),
     };
     let json = last("--json").map(PathBuf::from);
+    let stop_file = last("--stop-file").map(PathBuf::from);
     let settle = match last("--settle") {
         Some(v) => secs(&v, "--settle")?,
         None => Duration::from_secs(5),
@@ -265,6 +270,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         seed,
         token_secret,
         token_ttl,
+        stop_file,
     })))
 }
 
@@ -392,6 +398,10 @@ More:
                        compressed messages where the server agrees; the
                        report gives chat bytes on the wire per delivery
   --json FILE          also write the report as JSON (keys: docs/connflood.md)
+  --stop-file PATH     sending stops early once PATH exists (looked for
+                       every 0.1-0.25 s; settle, verdict and closes follow
+                       as usual): a script ends the sending time when what
+                       it waits for happened, DURATION being the latest
   --quiet              no progress lines
   --status-every SECS  time between progress lines                         [5]
   --connect-timeout S  limit for the TCP connect, for the 101, and for
@@ -508,6 +518,14 @@ mod tests {
     }
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn stop_file_is_optional() {
+        assert_eq!(run(&[], &[]).unwrap().stop_file, None);
+        let c = run(&["--stop-file", "/tmp/stop"], &[]).unwrap();
+        assert_eq!(c.stop_file.as_deref(), Some(std::path::Path::new("/tmp/stop")));
+        assert!(run(&["--stop-file"], &[]).is_err());
     }
 
     #[test]

@@ -48,6 +48,8 @@ const KEEP_BUFFER: usize = 16 << 10;
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// Longest sleep of the loop (so phase changes and status lines are timely).
 const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// Time between two looks for `--stop-file` while sending.
+const STOP_LOOK: Duration = Duration::from_millis(100);
 /// Linux's EINPROGRESS: a non-blocking connect under way.
 const EINPROGRESS: i32 = 115;
 /// Linux's EMFILE: out of file descriptors.
@@ -128,8 +130,12 @@ struct Driver<'c> {
     phase: Phase,
     next_ramp: usize,
     ramp_us: u64,
+    /// End of the sending time: ramp + duration, or earlier once the
+    /// `--stop-file` is seen.
     send_end: u64,
     settle_end: u64,
+    /// When to look for the `--stop-file` next.
+    stop_look: u64,
     close_end: u64,
     hard_end: u64,
     judged: Option<Judged>,
@@ -244,6 +250,7 @@ impl<'c> Driver<'c> {
             ramp_us,
             send_end,
             settle_end,
+            stop_look: 0,
             close_end: u64::MAX,
             hard_end: us(cfg.hard_deadline()),
             judged: None,
@@ -330,6 +337,11 @@ impl<'c> Driver<'c> {
                 }
                 Phase::Ramp if all_started && now >= self.ramp_us => Phase::Run,
                 Phase::Run if now >= self.send_end => Phase::Settle,
+                Phase::Run if self.stop_file_seen(now) => {
+                    self.send_end = now;
+                    self.settle_end = now + us(self.cfg.settle);
+                    Phase::Settle
+                }
                 Phase::Settle if now >= self.settle_end => {
                     self.begin_closing(now);
                     continue;
@@ -342,6 +354,18 @@ impl<'c> Driver<'c> {
             }
             self.phase = next;
         }
+    }
+
+    /// Whether the `--stop-file` exists (looked for every [`STOP_LOOK`] at
+    /// most, as one `stat` per loop turn would cost at high rates).
+    fn stop_file_seen(&mut self, now: u64) -> bool {
+        let cfg = self.cfg;
+        let Some(path) = cfg.stop_file.as_deref() else { return false };
+        if now < self.stop_look {
+            return false;
+        }
+        self.stop_look = now + us(STOP_LOOK);
+        path.exists()
     }
 
     /// Judges the run, then closes every open connection with 1000 and

@@ -279,3 +279,41 @@ fn deflate_run_negotiates_loses_nothing_and_puts_fewer_bytes_on_the_wire() {
     );
     assert!(p > 0.0 && z > 0.0 && z < p * 0.9, "wire bytes per delivery: plain {p}, deflate {z}");
 }
+
+/// `--stop-file`: sending stops once the file appears, long before
+/// `--duration`, and the run is judged as usual (settle, nothing lost).
+#[test]
+fn stop_file_ends_the_sending_time_early() {
+    let server = Server::start();
+    let json = json_path("stop-file");
+    let stop = std::env::temp_dir().join(format!("connflood-stop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stop);
+    let started = Instant::now();
+    let child = Command::new(CONNFLOOD)
+        .args(["--url", &format!("ws://127.0.0.1:{}", server.port)])
+        .args(["--connections", "20", "--rooms", "2", "--ramp-up", "1", "--duration", "120"])
+        .args(["--msg-interval", "200", "--settle", "2", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--stop-file")
+        .arg(&stop)
+        .env_remove("WS_URL")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run connflood");
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(&stop, b"").expect("create the stop file");
+    let out = child.wait_with_output().expect("connflood ends");
+    let _ = std::fs::remove_file(&stop);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "connflood failed:\n{text}");
+    assert!(started.elapsed() < Duration::from_secs(30), "ran {:?}: the stop file was not seen", started.elapsed());
+    let r = read_json(&json);
+    let window = r["timing"]["send_window_secs"].as_f64().unwrap();
+    assert!((2.5..10.0).contains(&window), "sending stopped at {window} s, not when the file appeared (3 s)");
+    let judged = r["timing"]["judged_at_secs"].as_f64().unwrap();
+    assert!(judged >= window + 1.9, "judged at {judged} s: the settle after {window} s was skipped");
+    let m = &r["messages"];
+    assert!(m["sent"].as_u64().unwrap() > 100, "{text}");
+    assert_eq!((m["lost"].as_u64(), m["duplicated"].as_u64()), (Some(0), Some(0)), "{text}");
+    assert_eq!(m["delivered"], m["expected"], "{text}");
+}
