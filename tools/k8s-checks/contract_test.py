@@ -911,8 +911,12 @@ def _(ctx: Context) -> None:
     for key in ("title", "source", "revision"):
         ensure(labels.get(oci + key), f"the runtime stage sets no {oci}{key} label")
     copied = " ".join(df.all_instr("COPY"))
+    # `COPY . …` copies the whole build context, every manifest included
+    # (dockerignore-keeps-build-inputs checks that .dockerignore sends them).
+    whole_context = "." in context_copy_sources(df)
     for m in members:
-        ensure(f"{m}/Cargo.toml" in copied, f"docker/Dockerfile does not copy {m}/Cargo.toml (workspace member)")
+        ensure(whole_context or f"{m}/Cargo.toml" in copied,
+               f"docker/Dockerfile does not copy {m}/Cargo.toml (workspace member)")
         ensure(re.search(r"(^|\s)%s(\s|$)" % re.escape(m), copied), f"docker/Dockerfile does not copy the sources of {m}")
 
 
@@ -957,18 +961,34 @@ def docker_context_has(rules: list[tuple[bool, re.Pattern]], rel: str) -> bool:
     return not excluded
 
 
+def context_copy_sources(df: Dockerfile) -> list[str]:
+    """The build-context paths the Dockerfile's COPY and ADD instructions
+    copy (not those --from another stage), normalised ("." is the whole
+    context)."""
+    sources = []
+    for stage in df.stages:
+        for instr, args in stage["instructions"]:
+            if instr in ("COPY", "ADD") and "--from=" not in args:
+                sources += [os.path.normpath(a) for a in args.split()[:-1] if not a.startswith("--")]
+    return sources
+
+
 @check("dockerignore-keeps-build-inputs")
 def _(ctx: Context) -> None:
     rules = dockerignore_rules(ctx.root)
     ensure(rules, ".dockerignore is missing or empty: the whole repository (target/, .git, venvs) would be the build context")
-    sources = []
-    for stage in ctx.dockerfile.stages:
-        for instr, args in stage["instructions"]:
-            if instr in ("COPY", "ADD") and "--from=" not in args:
-                sources += [a for a in args.split()[:-1] if not a.startswith("--")]
+    sources = context_copy_sources(ctx.dockerfile)
     ensure(sources, "docker/Dockerfile copies nothing from the build context")
     for src in sources:
-        src = os.path.normpath(src)
+        if src == ".":
+            # The whole context: whatever .dockerignore sends, which must
+            # hold the workspace's manifests and lockfile.
+            import tomllib
+            with open(os.path.join(ctx.cargo_root, "Cargo.toml"), "rb") as f:
+                members = tomllib.load(f)["workspace"]["members"]
+            for rel in ["Cargo.toml", "Cargo.lock"] + [f"{m}/Cargo.toml" for m in members]:
+                ensure(docker_context_has(rules, rel), f".dockerignore leaves out {rel}, which the build needs")
+            continue
         ensure(docker_context_has(rules, src), f".dockerignore leaves out {src}, which docker/Dockerfile copies")
         top = os.path.join(ctx.cargo_root, src)
         if os.path.isdir(top):

@@ -249,6 +249,8 @@ MUTATIONS = [
       "ARG RUST_VERSION=1.95", "ARG RUST_VERSION=1.84"),
     M(".dockerignore drops the embedded chat page", "dockerignore-keeps-build-inputs", ".dockerignore",
       "server/fuzz\n", "server/fuzz\nserver/static\n"),
+    M(".dockerignore drops the lockfile", "dockerignore-keeps-build-inputs", ".dockerignore",
+      "!Cargo.lock\n", ""),
     M(".dockerignore lets everything in", "dockerignore-keeps-build-inputs", ".dockerignore", "\n*\n", "\n"),
     # Documentation.
     M("README's Secrets recipe misses the URI placeholder", "docs-secret-recipe-works", "README.md",
