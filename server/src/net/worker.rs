@@ -51,7 +51,7 @@ mod input;
 mod timers;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -84,6 +84,9 @@ pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
 
 /// Size of the per-worker read buffer lent to each connection as it reads.
 const SCRATCH_LEN: usize = 64 * 1024;
+/// The reply buffer's capacity kept between replies (a welcome carrying a
+/// long history may need more, once).
+const REPLY_KEEP: usize = 64 * 1024;
 /// Bytes written to one connection per iteration before others get a turn.
 const WRITE_BUDGET: usize = 1024 * 1024;
 /// Events taken per poll.
@@ -161,6 +164,13 @@ pub struct Worker {
     /// (reset per message); created on first use, out of `self` while
     /// `process` runs.
     inflater: Option<Box<Inflater>>,
+    /// The reply being built for one connection (its 101 and welcome, a
+    /// deferred welcome), written from here at once by [`Worker::write_reply`];
+    /// reused, so a connection's opening allocates nothing that outlives it.
+    reply: Vec<u8>,
+    /// The connection whose upgrade is being handled: its replies are
+    /// gathered in `reply` and written together at the end of the upgrade.
+    gathering: Option<usize>,
 }
 
 /// The `deadline` of an open WebSocket without a token: never.
@@ -208,6 +218,8 @@ impl Worker {
             peer_slots: HashMap::new(),
             user_ids: HashMap::new(),
             inflater: None,
+            reply: Vec::new(),
+            gathering: None,
         })
     }
 
@@ -358,8 +370,13 @@ impl Worker {
         self.queue(key, chunk);
     }
 
-    /// Queues output on a connection and marks it for `before_sleep`.
+    /// Queues output on a connection and marks it for `before_sleep` (or,
+    /// during its upgrade, adds it to the reply gathered for it, in order).
     fn queue(&mut self, key: usize, chunk: Chunk) {
+        if self.gathering == Some(key) {
+            self.reply.extend_from_slice(chunk.bytes());
+            return;
+        }
         let max = self.state.config.max_outbound_bytes;
         let m = &self.state.metrics.workers[self.index];
         let Some(c) = self.conns.get_mut(key) else { return };
@@ -368,6 +385,79 @@ impl Worker {
         m.outbound_bytes.fetch_add((c.out.bytes() - before) as i64, Relaxed);
         check_bound(c, key, max, &mut self.slow);
         self.schedule_write(key);
+    }
+
+    /// Builds a reply the connection is owed (`build` appends it to the
+    /// buffer it is given) and sends it: added to the reply gathered during
+    /// the connection's upgrade, else written at once ([`Worker::write_reply`]).
+    fn reply<R>(&mut self, key: usize, build: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        match self.gathering {
+            Some(k) if k == key => build(&mut self.reply),
+            Some(_) => {
+                // Never expected: an upgrade gathers only its own connection's replies.
+                let mut bytes = Vec::new();
+                let r = build(&mut bytes);
+                self.queue(key, bytes.into());
+                r
+            }
+            None => {
+                self.reply.clear();
+                let r = build(&mut self.reply);
+                self.write_reply(key);
+                r
+            }
+        }
+    }
+
+    /// Writes the reply built in `self.reply` to connection `key` at once
+    /// when nothing is queued ahead of it, so that no allocation made for it
+    /// outlives this call: the opening of a connection (its 101 and welcome)
+    /// then leaves only what the connection keeps, and the worker's heap
+    /// holds no short-lived buffers between long-lived ones (docs/
+    /// benchmarks.md, idle memory). What the socket does not take at once,
+    /// or all of it behind queued output, is queued like any reply (allowed
+    /// above the outbound bound, as the connection's own).
+    fn write_reply(&mut self, key: usize) {
+        let reply = std::mem::take(&mut self.reply);
+        self.send_reply(key, &reply);
+        if reply.capacity() <= REPLY_KEEP {
+            self.reply = reply; // a long history's welcome: not kept
+        }
+    }
+
+    /// [`write_reply`](Self::write_reply) of `bytes`.
+    fn send_reply(&mut self, key: usize, bytes: &[u8]) {
+        let max = self.state.config.max_outbound_bytes;
+        let m = &self.state.metrics.workers[self.index];
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let mut written = 0;
+        if c.out.is_empty() && c.closing == Closing::Open && !c.has(flag::WRITE_BLOCKED | flag::DOOMED) {
+            match SocketSink::new(&c.socket).write(bytes) {
+                Ok(n) => {
+                    written = n;
+                    m.bytes_out.fetch_add(n as u64, Relaxed);
+                    m.writes.fetch_add(1, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= flag::WRITE_BLOCKED,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("write error on connection {}: {e}", c.id);
+                    if c.is_ws() {
+                        c.set_reason(CloseReason::Error);
+                    }
+                    self.doom(key);
+                    return;
+                }
+            }
+        }
+        if written < bytes.len() {
+            let rest = bytes.len() - written;
+            c.allowance = c.allowance.saturating_add(u32::try_from(rest).unwrap_or(u32::MAX));
+            c.out.push_after_written(Chunk::Owned(bytes.into()), written);
+            m.outbound_bytes.fetch_add(rest as i64, Relaxed);
+            check_bound(c, key, max, &mut self.slow);
+            self.schedule_write(key);
+        }
     }
 
     /// Puts the connection on the pending-write list (once).
@@ -459,13 +549,22 @@ impl Worker {
 /// permessage-deflate and the payload is long enough (and fits a window the
 /// client limited), plain otherwise.
 fn reply_frame(flags: u16, state: &ServerState, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    reply_frame_into(flags, state.config.compression_min_bytes, opcode, payload, &mut out);
+    out
+}
+
+/// [`reply_frame`] appended to `out`, given `COMPRESSION_MIN_BYTES`;
+/// returns whether the frame is compressed.
+fn reply_frame_into(flags: u16, min_bytes: usize, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> bool {
     let compress = flags & flag::DEFLATE != 0
-        && payload.len() >= state.config.compression_min_bytes
+        && payload.len() >= min_bytes
         && (flags & flag::DEFLATE_SMALL_WINDOW == 0 || payload.len() <= SMALL_WINDOW_MAX_LEN);
     if compress {
-        encoder::compressed_frame(opcode, payload, None)
+        encoder::compressed_frame_into(opcode, payload, None, out)
     } else {
-        encoder::frame(opcode, payload)
+        encoder::frame_into(opcode, 0, payload, None, out);
+        false
     }
 }
 
