@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::Config;
 use crate::hub::inbox::inbox;
+use crate::net::outq::Chunk;
 
 /// A worker on a real loopback listener, with its inbox sender kept alive.
 fn worker() -> (Worker, std::net::SocketAddr, crate::hub::inbox::InboxSender) {
