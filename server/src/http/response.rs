@@ -1,6 +1,8 @@
 //! HTTP/1.1 responses, built whole into one buffer and queued on the
 //! connection like any other outbound bytes.
 
+use std::io::Write;
+
 /// The reason phrase for a status code the server sends.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -72,19 +74,25 @@ impl Response {
     /// `head_only` leaves the body out (a HEAD request) but keeps its length.
     pub fn into_bytes(self, keep_alive: bool, head_only: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + self.body.len());
-        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).as_bytes());
+        self.write_to(keep_alive, head_only, &mut out);
+        out
+    }
+
+    /// [`into_bytes`](Self::into_bytes), appended to `out` (a reused buffer).
+    pub fn write_to(self, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
-            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            let _ = write!(out, "{name}: {value}\r\n");
         }
         if self.status != 101 {
-            out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
             out.extend_from_slice(if keep_alive { b"Connection: keep-alive\r\n" } else { b"Connection: close\r\n" });
         }
         out.extend_from_slice(b"\r\n");
         if !head_only {
             out.extend_from_slice(&self.body);
         }
-        out
     }
 }
 

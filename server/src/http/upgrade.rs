@@ -47,8 +47,9 @@ pub fn check(head: &Head<'_>, allowed_origins: &[String]) -> Result<String, Resp
     Ok(tungstenite::handshake::derive_accept_key(key))
 }
 
-/// The `101 Switching Protocols` answer, with the extension agreed to (if any).
-pub fn switching_protocols(accept: &str, deflate: Option<Agreement>) -> Vec<u8> {
+/// The `101 Switching Protocols` answer, with the extension agreed to (if
+/// any), appended to `out`.
+pub fn switching_protocols(accept: &str, deflate: Option<Agreement>, out: &mut Vec<u8>) {
     let mut resp = Response::new(101)
         .header("Upgrade", "websocket")
         .header("Connection", "Upgrade")
@@ -56,7 +57,7 @@ pub fn switching_protocols(accept: &str, deflate: Option<Agreement>) -> Vec<u8> 
     if let Some(agreement) = deflate {
         resp = resp.header("Sec-WebSocket-Extensions", agreement.response());
     }
-    resp.into_bytes(true, false)
+    resp.write_to(true, false, out);
 }
 
 /// "The value of this header field MUST be a nonce consisting of a randomly
@@ -89,10 +90,18 @@ mod tests {
     fn accepts_the_rfc_example_and_derives_its_accept_key() {
         let accept = check_raw(&request(&format!("{KEY}Sec-WebSocket-Version: 13\r\n")), &[]).unwrap();
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let bytes = String::from_utf8(switching_protocols(&accept, None)).unwrap();
-        assert!(bytes.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
-        assert!(!bytes.contains("Sec-WebSocket-Extensions"));
-        let deflate = String::from_utf8(switching_protocols(&accept, Some(Agreement::default()))).unwrap();
+        let answer = |deflate| {
+            let mut out = Vec::new();
+            switching_protocols(&accept, deflate, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let bytes = answer(None);
+        assert_eq!(
+            bytes,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+        let deflate = answer(Some(Agreement::default()));
         assert!(deflate.contains(
             "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
         ));

@@ -30,7 +30,8 @@ pub enum Chunk {
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    /// The bytes of the frame or response.
+    pub fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Shared(b) => b,
             Chunk::Owned(b) => b,
@@ -76,6 +77,28 @@ impl OutQueue {
     pub fn push(&mut self, chunk: Chunk) {
         self.bytes += chunk.bytes().len();
         self.chunks.push_back(chunk);
+    }
+
+    /// Queues `chunk`, whose first `written` bytes are already on the wire
+    /// (a reply written at once only in part): the rest goes first, and
+    /// [`discard_unstarted`](Self::discard_unstarted) keeps it, like a
+    /// chunk `write_to` started. With `written > 0` the queue must be empty
+    /// (nothing may come before bytes already sent); 0 is a plain [`push`](Self::push).
+    pub fn push_after_written(&mut self, chunk: Chunk, written: usize) {
+        if written == 0 {
+            self.push(chunk);
+            return;
+        }
+        assert!(self.chunks.is_empty(), "bytes already written must lead the queue");
+        assert!(written < chunk.bytes().len(), "a chunk written whole is not queued");
+        self.bytes += chunk.bytes().len() - written;
+        self.head_written = written;
+        self.chunks.push_back(chunk);
+    }
+
+    /// Whether the queue holds an allocation (its ring of chunks).
+    pub fn holds_allocation(&self) -> bool {
+        self.chunks.capacity() > 0
     }
 
     /// Bytes waiting.
@@ -267,6 +290,21 @@ mod tests {
         let mut fresh = OutQueue::default();
         fresh.push(b"abc".to_vec().into());
         assert_eq!(fresh.discard_unstarted(), 3, "nothing started: everything goes");
+    }
+
+    #[test]
+    fn a_partly_written_reply_is_finished_before_a_close() {
+        let mut q = OutQueue::default();
+        assert!(!q.holds_allocation());
+        q.push_after_written(b"101 and welcome".to_vec().into(), 4);
+        assert_eq!(q.bytes(), 11);
+        assert_eq!(q.discard_unstarted(), 0, "its first bytes are on the wire: it stays");
+        q.push(b"C".to_vec().into());
+        let mut w = Trickle { out: vec![], cap: 100, calls_left: 1 };
+        q.write_to(&mut w, usize::MAX).unwrap();
+        assert_eq!(w.out, b"and welcomeC");
+        q.push_after_written(b"x".to_vec().into(), 0);
+        assert_eq!(q.bytes(), 1);
     }
 
     #[test]

@@ -16,15 +16,16 @@
 //!    every pending connection (one vectored write gathers what piled up);
 //!    then, every turn, remove the connections marked DOOMED.
 //!
-//! This file keeps the loop, accepting, and the output side (queueing and
-//! the flush before sleep). The rest of the worker is in child modules,
-//! each an `impl Worker` block over the same state:
+//! This file keeps the loop and accepting. The rest of the worker is in
+//! child modules, each an `impl Worker` block over the same state:
 //! - `input`: reading a connection and parsing what it sent (HTTP request
 //!   heads or WebSocket frames), dispatching each to `http` or `chat`;
 //! - `http`: one HTTP request's route, response, upgrade, deferred `/history`;
 //! - `chat`: carrying out the actions of `chat::session` (join, resume,
 //!   messages), the broadcasts of the inbox, resumes catching up;
 //! - `closing`: the close handshake, slow consumers, the drain, removal;
+//! - `output`: queueing output, writing a connection's own replies at
+//!   once (its 101 and welcome), the flush pass before sleep;
 //! - `timers`: the once-a-second tick.
 //!
 //! Every handler for one connection runs under `catch_unwind`: a panic
@@ -48,13 +49,14 @@ mod closing;
 mod http;
 mod inbox;
 mod input;
+mod output;
 mod timers;
+
+use output::{check_bound, reply_frame, reply_frame_into};
 
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::net::Shutdown;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,16 +65,14 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::conn::{flag, Closing, Conn, CLOSE_TIMEOUT_SECS};
+use super::conn::{flag, Conn};
 use super::drain::DrainPlan;
-use super::outq::{Chunk, SocketSink};
 use super::pacing::FlushPacer;
 use crate::chat::rooms::RoomIndex;
 use crate::http::routes::Listener;
 use crate::hub::inbox::Inbox;
-use crate::metrics::{CloseReason, WorkerMetrics};
+use crate::metrics::WorkerMetrics;
 use crate::state::ServerState;
-use crate::ws::deflate::SMALL_WINDOW_MAX_LEN;
 use crate::ws::{encoder, Control, Inflater, Limits, OpCode, Role};
 
 /// Token of the listener (slab keys never reach the top of the range).
@@ -84,6 +84,9 @@ pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
 
 /// Size of the per-worker read buffer lent to each connection as it reads.
 const SCRATCH_LEN: usize = 64 * 1024;
+/// The reply buffer's capacity kept between replies (a welcome carrying a
+/// long history may need more, once).
+const REPLY_KEEP: usize = 64 * 1024;
 /// Bytes written to one connection per iteration before others get a turn.
 const WRITE_BUDGET: usize = 1024 * 1024;
 /// Events taken per poll.
@@ -161,6 +164,13 @@ pub struct Worker {
     /// (reset per message); created on first use, out of `self` while
     /// `process` runs.
     inflater: Option<Box<Inflater>>,
+    /// The reply being built for one connection (its 101 and welcome, a
+    /// deferred welcome), written from here at once by [`Worker::write_reply`];
+    /// reused, so a connection's opening allocates nothing that outlives it.
+    reply: Vec<u8>,
+    /// The connection whose upgrade is being handled: its replies are
+    /// gathered in `reply` and written together at the end of the upgrade.
+    gathering: Option<usize>,
 }
 
 /// The `deadline` of an open WebSocket without a token: never.
@@ -208,6 +218,8 @@ impl Worker {
             peer_slots: HashMap::new(),
             user_ids: HashMap::new(),
             inflater: None,
+            reply: Vec::new(),
+            gathering: None,
         })
     }
 
@@ -345,134 +357,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    // ------------------------------------------------------------ output
-
-    /// Queues one WebSocket frame (counted as a frame out).
-    fn queue_frame(&mut self, key: usize, chunk: Chunk) {
-        self.metrics().frames_out.fetch_add(1, Relaxed);
-        if chunk.is_compressed() {
-            self.metrics().compressed_frames_out.fetch_add(1, Relaxed);
-        }
-        self.queue(key, chunk);
-    }
-
-    /// Queues output on a connection and marks it for `before_sleep`.
-    fn queue(&mut self, key: usize, chunk: Chunk) {
-        let max = self.state.config.max_outbound_bytes;
-        let m = &self.state.metrics.workers[self.index];
-        let Some(c) = self.conns.get_mut(key) else { return };
-        let before = c.out.bytes();
-        c.out.push(chunk);
-        m.outbound_bytes.fetch_add((c.out.bytes() - before) as i64, Relaxed);
-        check_bound(c, key, max, &mut self.slow);
-        self.schedule_write(key);
-    }
-
-    /// Puts the connection on the pending-write list (once).
-    fn schedule_write(&mut self, key: usize) {
-        if let Some(c) = self.conns.get_mut(key) {
-            enlist(c, key, flag::IN_PENDING, &mut self.pending_write);
-        }
-    }
-
-    /// The flush pass: writes every pending connection once (the pacer
-    /// decides when it runs, and reads the clock it starts at).
-    fn before_sleep(&mut self, start: Instant) {
-        std::mem::swap(&mut self.pending_write, &mut self.flushing);
-        let mut list = std::mem::take(&mut self.flushing);
-        for &entry in &list {
-            if self.listed(entry, flag::IN_PENDING).is_none() {
-                continue;
-            }
-            let key = entry.0;
-            if let Err(e) = catch_unwind(AssertUnwindSafe(|| self.flush(key))) {
-                drop(e);
-                self.on_panic(key);
-            }
-        }
-        list.clear();
-        self.flushing = list;
-        self.pacer.passed(start, Instant::now());
-    }
-
-    /// Removes the connections marked DOOMED, every loop turn.
-    fn remove_doomed(&mut self) {
-        for entry in std::mem::take(&mut self.doomed) {
-            if self.listed(entry, flag::DOOMED).is_some() {
-                self.remove(entry.0);
-            }
-        }
-    }
-
-    /// Writes what the connection has queued, up to the write budget; once
-    /// its queue is empty, a closing connection shuts its write side and
-    /// lingers (or, after the peer's EOF, is removed).
-    fn flush(&mut self, key: usize) {
-        let now = self.now;
-        let m = &self.state.metrics.workers[self.index];
-        let Some(c) = self.conns.get_mut(key) else { return };
-        c.flags &= !flag::IN_PENDING;
-        if c.has(flag::DOOMED | flag::WRITE_BLOCKED) {
-            return; // a writable event re-arms a blocked connection
-        }
-        match c.out.write_to(&mut SocketSink::new(&c.socket), WRITE_BUDGET) {
-            Ok(w) => {
-                m.bytes_out.fetch_add(w.bytes as u64, Relaxed);
-                m.writes.fetch_add(w.calls as u64, Relaxed);
-                m.outbound_bytes.fetch_sub(w.bytes as i64, Relaxed);
-                if w.blocked {
-                    c.flags |= flag::WRITE_BLOCKED;
-                } else if !c.out.is_empty() {
-                    self.schedule_write(key); // budget used up: continue next iteration
-                } else {
-                    c.allowance = 0;
-                    match c.closing {
-                        Closing::PeerGone { .. } => self.doom(key),
-                        // Both close frames are out and in: the handshake is
-                        // complete, and the server closes first (RFC 6455 §7.1.1).
-                        Closing::Flushing { close_sent: true, .. } if c.has(flag::CLOSE_RECEIVED) => self.doom(key),
-                        Closing::Flushing { close_sent, input } => {
-                            // Our last bytes are out: send FIN and read until the peer's.
-                            let _ = c.socket.shutdown(Shutdown::Write);
-                            c.closing = Closing::Lingering { close_sent, input };
-                            c.deadline = now + CLOSE_TIMEOUT_SECS;
-                        }
-                        Closing::Open | Closing::Lingering { .. } => {}
-                    }
-                }
-            }
-            Err(e) => {
-                log::debug!("write error on connection {}: {e}", c.id);
-                if c.is_ws() {
-                    c.set_reason(CloseReason::Error);
-                }
-                self.doom(key);
-            }
-        }
-    }
-}
-
-/// A data frame for one connection's own reply (welcome, echo, error):
-/// compressed with this thread's compressor when the connection negotiated
-/// permessage-deflate and the payload is long enough (and fits a window the
-/// client limited), plain otherwise.
-fn reply_frame(flags: u16, state: &ServerState, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let compress = flags & flag::DEFLATE != 0
-        && payload.len() >= state.config.compression_min_bytes
-        && (flags & flag::DEFLATE_SMALL_WINDOW == 0 || payload.len() <= SMALL_WINDOW_MAX_LEN);
-    if compress {
-        encoder::compressed_frame(opcode, payload, None)
-    } else {
-        encoder::frame(opcode, payload)
-    }
-}
-
-/// Marks `c` as a slow consumer when its queue passes the bound.
-fn check_bound(c: &mut Conn, key: usize, max: usize, slow: &mut Vec<Listed>) {
-    if c.out.bytes() > max + c.allowance as usize && !c.close_sent() {
-        enlist(c, key, flag::SLOW, slow);
     }
 }
 

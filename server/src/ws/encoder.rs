@@ -20,25 +20,46 @@ pub fn frame_with_mask(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) ->
 pub const RSV1: u8 = 0b100;
 
 /// A final data frame of one compressed message: `payload` is compressed
-/// with [`super::deflate`] and the frame carries RSV1.
+/// with [`super::deflate`] and the frame carries RSV1. One allocation, of
+/// exactly the frame's size.
 pub fn compressed_frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    // Uncompressed (RSV1 clear, allowed per message) if compression could not complete.
-    super::deflate::with_compressed(payload, |z| frame_with(opcode, RSV1, z, mask))
-        .unwrap_or_else(|| frame_with(opcode, 0, payload, mask))
+    let mut out = Vec::new();
+    compressed_frame_into(opcode, payload, mask, &mut out);
+    out
+}
+
+/// [`compressed_frame`], appended to `out` (a reused buffer: no allocation
+/// once it is large enough). Returns whether the frame is compressed: it is
+/// sent uncompressed (RSV1 clear, allowed per message) if compression could
+/// not complete.
+pub fn compressed_frame_into(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>, out: &mut Vec<u8>) -> bool {
+    let compressed = super::deflate::with_compressed(payload, |z| frame_into(opcode, RSV1, z, mask, out)).is_some();
+    if !compressed {
+        frame_into(opcode, 0, payload, mask, out);
+    }
+    compressed
 }
 
 /// A final frame with the reserved bits `rsv` (low three bits: RSV1..RSV3).
 pub fn frame_with(opcode: OpCode, rsv: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame_into(opcode, rsv, payload, mask, &mut out);
+    out
+}
+
+/// [`frame_with`], appended to `out`; an empty `out` is allocated at
+/// exactly the frame's size.
+pub fn frame_into(opcode: OpCode, rsv: u8, payload: &[u8], mask: Option<[u8; 4]>, out: &mut Vec<u8>) {
     let header = Header { is_final: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = header.format(&mut head);
-    let mut out = Vec::with_capacity(n + payload.len());
+    out.reserve_exact(n + payload.len());
     out.extend_from_slice(&head[..n]);
+    let start = out.len();
     out.extend_from_slice(payload);
     if let Some(m) = mask {
-        apply_mask(&mut out[n..], m);
+        apply_mask(&mut out[start..], m);
     }
-    out
 }
 
 /// The length of the header [`frame`] puts in front of a payload of `len` bytes.
@@ -95,6 +116,21 @@ mod tests {
         let z = &f[2..];
         assert!(z.len() < text.len());
         assert_eq!(crate::ws::Inflater::new().inflate(z, 100).unwrap(), text.as_bytes());
+    }
+
+    #[test]
+    fn frames_appended_to_a_buffer_are_the_same_bytes() {
+        let text = "hello hello hello hello";
+        let mut out = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        let head = out.len();
+        assert!(compressed_frame_into(OpCode::Data(Data::Text), text.as_bytes(), None, &mut out));
+        assert_eq!(out[head..], compressed_frame(OpCode::Data(Data::Text), text.as_bytes(), None));
+        let masked = out.len();
+        frame_into(OpCode::Data(Data::Text), 0, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]), &mut out);
+        assert_eq!(out[masked..], frame_with_mask(OpCode::Data(Data::Text), b"Hello", Some([0x37, 0xfa, 0x21, 0x3d])));
+        // A frame built alone is one allocation of exactly its size.
+        let f = frame(OpCode::Control(Control::Ping), b"");
+        assert_eq!((f.len(), f.capacity()), (2, 2));
     }
 
     #[test]

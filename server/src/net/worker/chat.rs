@@ -18,7 +18,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{reply_frame, Worker};
+use super::{reply_frame, reply_frame_into, Worker};
 use crate::channels::{LoadRequest, Reply};
 use crate::chat::history::Entry;
 use crate::chat::protocol::Reject;
@@ -143,10 +143,17 @@ impl Worker {
                 let flags = c.flags;
                 let Some(chat) = c.chat() else { return };
                 chat.slot = self.rooms.join(&chat.room, key);
-                let frame = reply_frame(flags, &self.state, OpCode::Data(Data::Text), welcome.as_bytes());
-                // The welcome, like an HTTP response, is this client's own reply: allowed above the bound.
-                c.allowance = c.allowance.saturating_add(u32::try_from(frame.len()).unwrap_or(u32::MAX));
-                self.queue_frame(key, frame.into());
+                // Written at once (with the 101 during the upgrade) from the
+                // worker's reply buffer; what waits is allowed above the
+                // bound, as the client's own reply.
+                let min_bytes = self.state.config.compression_min_bytes;
+                let compressed = self.reply(key, |out| {
+                    reply_frame_into(flags, min_bytes, OpCode::Data(Data::Text), welcome.as_bytes(), out)
+                });
+                self.metrics().frames_out.fetch_add(1, Relaxed);
+                if compressed {
+                    self.metrics().compressed_frames_out.fetch_add(1, Relaxed);
+                }
             }
         }
     }

@@ -159,7 +159,6 @@ impl Worker {
         } else {
             None
         };
-        self.queue(key, upgrade::switching_protocols(accept, deflate).into());
         let m = &self.state.metrics.workers[self.index];
         let Some(c) = self.conns.get_mut(key) else { return };
         c.deadline = NO_EXPIRY; // an open WebSocket's deadline is its token's expiry
@@ -196,9 +195,17 @@ impl Worker {
         let is_chat = matches!(service, Service::Chat(_));
         c.phase = Phase::Ws { decoder: crate::ws::Decoder::new(), service };
         log::debug!("connection {} upgraded", c.id);
+        // The 101 and, when the join completes at once, the welcome are
+        // gathered in the worker's reply buffer and written together at the
+        // end, in one send when the socket takes them (it nearly always does).
+        self.reply.clear();
+        upgrade::switching_protocols(accept, deflate, &mut self.reply);
+        self.gathering = Some(key);
         if is_chat {
             self.join(key);
         }
+        self.gathering = None;
+        self.write_reply(key);
     }
 }
 

@@ -57,6 +57,7 @@ impl Worker {
     /// A handler panicked on connection `key`: count it and remove the connection.
     pub(super) fn on_panic(&mut self, key: usize) {
         self.metrics().panics.fetch_add(1, Relaxed);
+        self.gathering = None; // an upgrade that panicked gathers nothing more
         if self.scratch.len() < SCRATCH_LEN {
             self.scratch = vec![0; SCRATCH_LEN];
         }
