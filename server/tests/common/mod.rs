@@ -244,9 +244,22 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until something accepts TCP connections on `port`.
+/// Waits for a helper process to listen: up to `STARTUP_WAIT`, longer than
+/// `WAIT` because a Python server's start (nx-27017 imports its modules) is
+/// slow on a loaded machine, where several tests start one at once.
 fn wait_listening(port: u16, what: &str) {
-    eventually(&format!("{what} listening on {port}"), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let start = Instant::now();
+    while start.elapsed() < STARTUP_WAIT {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what} listening on {port} ({STARTUP_WAIT:?})");
 }
+
+/// How long a helper process (redis-server, nx-27017) may take to listen.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 /// A real `redis-server` (Debian's package) on a free port, without persistence.
 pub struct Redis {
