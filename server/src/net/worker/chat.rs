@@ -150,10 +150,7 @@ impl Worker {
                 let compressed = self.reply(key, |out| {
                     reply_frame_into(flags, min_bytes, OpCode::Data(Data::Text), welcome.as_bytes(), out)
                 });
-                self.metrics().frames_out.fetch_add(1, Relaxed);
-                if compressed {
-                    self.metrics().compressed_frames_out.fetch_add(1, Relaxed);
-                }
+                self.count_frame(compressed);
             }
         }
     }

@@ -32,11 +32,16 @@ use crate::ws::{encoder, OpCode};
 impl Worker {
     /// Queues one WebSocket frame (counted as a frame out).
     pub(super) fn queue_frame(&mut self, key: usize, chunk: Chunk) {
+        self.count_frame(chunk.is_compressed());
+        self.queue(key, chunk);
+    }
+
+    /// Counts one WebSocket frame out (and whether it is compressed).
+    pub(super) fn count_frame(&self, compressed: bool) {
         self.metrics().frames_out.fetch_add(1, Relaxed);
-        if chunk.is_compressed() {
+        if compressed {
             self.metrics().compressed_frames_out.fetch_add(1, Relaxed);
         }
-        self.queue(key, chunk);
     }
 
     /// Queues output on a connection and marks it for `before_sleep` (or,
@@ -94,8 +99,9 @@ impl Worker {
         }
     }
 
-    /// [`write_reply`](Self::write_reply) of `bytes`.
-    pub(super) fn send_reply(&mut self, key: usize, bytes: &[u8]) {
+    /// [`write_reply`](Self::write_reply) of `bytes` (apart, so that the
+    /// reply buffer can be lent while `self` is borrowed).
+    fn send_reply(&mut self, key: usize, bytes: &[u8]) {
         let max = self.state.config.max_outbound_bytes;
         let m = &self.state.metrics.workers[self.index];
         let Some(c) = self.conns.get_mut(key) else { return };
@@ -109,14 +115,7 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= flag::WRITE_BLOCKED,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("write error on connection {}: {e}", c.id);
-                    if c.is_ws() {
-                        c.set_reason(CloseReason::Error);
-                    }
-                    self.doom(key);
-                    return;
-                }
+                Err(e) => return self.write_failed(key, &e),
             }
         }
         if written < bytes.len() {
@@ -202,14 +201,19 @@ impl Worker {
                     }
                 }
             }
-            Err(e) => {
-                log::debug!("write error on connection {}: {e}", c.id);
-                if c.is_ws() {
-                    c.set_reason(CloseReason::Error);
-                }
-                self.doom(key);
+            Err(e) => self.write_failed(key, &e),
+        }
+    }
+
+    /// A write to connection `key` failed: it ends (counted as an error close).
+    fn write_failed(&mut self, key: usize, e: &io::Error) {
+        if let Some(c) = self.conns.get_mut(key) {
+            log::debug!("write error on connection {}: {e}", c.id);
+            if c.is_ws() {
+                c.set_reason(CloseReason::Error);
             }
         }
+        self.doom(key);
     }
 }
 
