@@ -176,16 +176,17 @@ impl Loader {
             Some(e) if older.len() >= fetch => e.seq,
             _ => since + 1, // since < first, so no overflow
         };
-        for attempt in 0..FILL_ATTEMPTS {
+        let mut attempt = 0;
+        loop {
             let (held, ring_first) = self.state.history.held_after(room, since);
-            let hole = first_hole(&older, start, ring_first);
-            let give_up = |(_, to): (u64, u64)| attempt + 1 == FILL_ATTEMPTS || to.saturating_add(window) < first;
-            if hole.is_none_or(give_up) {
+            // A hole worth reading again: attempts left, and close to the ring.
+            let refill = first_hole(&older, start, ring_first)
+                .filter(|&(_, to)| attempt + 1 < FILL_ATTEMPTS && to.saturating_add(window) >= first);
+            let Some((from, _)) = refill else {
                 older.retain(|e| e.seq < ring_first);
                 older.extend(held.into_iter().filter(|e| e.seq >= ring_first));
                 return older;
-            }
-            let (from, _) = hole.expect("checked above");
+            };
             self.state.metrics.backend.history_refills.fetch_add(1, Relaxed);
             let before = older.len();
             // Everything from the hole on (what slid out since, and newer).
@@ -197,8 +198,8 @@ impl Loader {
                 // Not written yet: give the MongoDB writer a batch or two.
                 std::thread::sleep(FILL_WAIT * (attempt + 1));
             }
+            attempt += 1;
         }
-        older
     }
 
     /// The room's Redis list, or `None` if Redis is not configured or failed.
