@@ -227,15 +227,20 @@ pub fn recv_close(ws: &mut Ws) -> u16 {
 }
 
 /// Polls `f` until it is true or the wait runs out.
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(WAIT, what, f);
+}
+
+/// [`eventually`] with its own bound.
+pub fn eventually_within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
-    while start.elapsed() < WAIT {
+    while start.elapsed() < limit {
         if f() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("timed out waiting for: {what}");
+    panic!("timed out waiting for: {what} ({limit:?})");
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
@@ -248,14 +253,9 @@ pub fn free_port() -> u16 {
 /// `WAIT` because a Python server's start (nx-27017 imports its modules) is
 /// slow on a loaded machine, where several tests start one at once.
 fn wait_listening(port: u16, what: &str) {
-    let start = Instant::now();
-    while start.elapsed() < STARTUP_WAIT {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what} listening on {port} ({STARTUP_WAIT:?})");
+    eventually_within(STARTUP_WAIT, &format!("{what} listening on {port}"), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
 }
 
 /// How long a helper process (redis-server, nx-27017) may take to listen.
