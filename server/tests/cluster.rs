@@ -123,12 +123,18 @@ impl Cluster {
         child.wait().unwrap();
     }
 
-    /// The replica of the master on `master_port`.
+    /// The replica of the master on `master_port`, once the master's view
+    /// of the cluster lists it (`cluster_state:ok` can come before the
+    /// gossip that tells a master about its replica).
     fn replica_of(&self, master_port: u16) -> u16 {
-        let text = redis_cli(master_port, &["cluster", "nodes"]);
-        let id = text.lines().find(|l| l.contains("myself")).unwrap().split_whitespace().next().unwrap().to_string();
-        let line = text.lines().find(|l| l.contains("slave") && l.contains(&id)).expect("a replica");
-        line.split_whitespace().nth(1).unwrap().split('@').next().unwrap().rsplit(':').next().unwrap().parse().unwrap()
+        let find = || {
+            let text = redis_cli(master_port, &["cluster", "nodes"]);
+            let id = text.lines().find(|l| l.contains("myself"))?.split_whitespace().next()?.to_string();
+            let line = text.lines().find(|l| l.contains("slave") && l.contains(&id))?;
+            line.split_whitespace().nth(1)?.split('@').next()?.rsplit(':').next()?.parse().ok()
+        };
+        eventually("the master lists its replica", || find().is_some());
+        find().expect("listed above")
     }
 }
 
