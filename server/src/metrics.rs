@@ -323,6 +323,10 @@ metric_struct! {
         /// Messages refused at once because the hold was full (count or bytes).
         redis_held_overflow: AtomicU64 = counter "websocket_redis_held_overflow_total"
             "Messages refused with `unavailable` at once because the hold for Redis was full.";
+        /// Messages sent to Redis again because their slot was not where
+        /// the slot map said (a failover or a resharding).
+        redis_rerouted: AtomicU64 = counter "websocket_redis_rerouted_total"
+            "Messages sent to Redis again because their slot had moved (MOVED, ASK, TRYAGAIN, or a room of a call not on its node).";
         /// Messages fetched to fill a seq gap.
         gap_filled: AtomicU64 = counter "websocket_gap_filled_total" "Messages fetched from history to fill a seq gap.";
         /// Gaps that could not be filled (the room's clients were made to resume).

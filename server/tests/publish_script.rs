@@ -5,49 +5,13 @@
 
 mod common;
 
-use common::Redis;
+use common::{chat_message as msg, publish_call, Redis, RoomPart};
 use websocket_server::chat::protocol::ChatMessage;
-use websocket_server::replica::{channel, client_key, encode_fields, history_key, seq_key, PUBLISH_SCRIPT};
+use websocket_server::replica::{channel, client_key, history_key};
 
-fn msg(room: &str, id: &str, client_id: Option<&str>) -> ChatMessage {
-    ChatMessage {
-        room: room.into(),
-        seq: 0,
-        id: id.into(),
-        username: "u".into(),
-        message: format!("text of {id}"),
-        pod_name: "p".into(),
-        timestamp_ms: 1,
-        client_id: client_id.map(str::to_string),
-        user_id: None,
-    }
-}
-
-/// A room's part of a call: name, floor, messages with their in-doubt flag.
-type RoomPart<'a> = (&'a str, u64, Vec<(ChatMessage, bool)>);
-
-/// One script call: `rooms` in order, each with its floor and messages
-/// (`in doubt` flag per message).
+/// A standalone call.
 fn publish(con: &mut redis::Connection, rooms: &[RoomPart<'_>]) -> Vec<i64> {
-    let mut keys = Vec::new();
-    let mut args: Vec<String> = vec!["5".into(), "600".into()];
-    for (room, floor, msgs) in rooms {
-        keys.push(seq_key(room));
-        keys.push(history_key(room));
-        args.extend([channel(room), floor.to_string(), msgs.len().to_string()]);
-        for (m, doubt) in msgs {
-            if let Some(cid) = &m.client_id {
-                keys.push(client_key(room, cid));
-            }
-            args.extend([
-                m.id.clone(),
-                m.client_id.clone().unwrap_or_default(),
-                if *doubt { "1" } else { "0" }.into(),
-                encode_fields(m),
-            ]);
-        }
-    }
-    redis::Script::new(PUBLISH_SCRIPT).key(keys).arg(args).invoke(con).expect("script runs")
+    publish_call(con, false, rooms)
 }
 
 fn listed(con: &mut redis::Connection, room: &str) -> Vec<u64> {
@@ -78,6 +42,7 @@ fn one_call_numbers_several_rooms_and_retries_publish_nothing_twice() {
     // Only the message with a clientId leaves a marker.
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
     assert_eq!(keys.iter().filter(|k| k.contains(":client:") || k.contains(":msg:")).count(), 1, "{keys:?}");
+    assert!(keys.contains(&client_key("a", "c-1")), "the script names keys as the server does: {keys:?}");
 
     // The call is retried after a lost reply: in doubt, found by id, not numbered again.
     let got = publish(&mut con, &[("a", 0, vec![(a1.clone(), true), (a2.clone(), true)])]);

@@ -3,7 +3,7 @@
 //! Two dedicated threads per pod, so no worker ever blocks on Redis:
 //! - [`publisher`] takes validated messages from the workers (the same
 //!   bounded channel the embedded hub reads), and runs one Lua script per
-//!   batch (per node, or per slot in a cluster) that assigns each room's
+//!   batch and node (standalone or cluster alike) that assigns each room's
 //!   next seqs, appends the messages to the room's Redis list and publishes
 //!   them on the room's shard channel, atomically. Then the origin pod hands
 //!   them to its MongoDB writer.
@@ -100,21 +100,34 @@ pub fn client_key(room: &str, client_id: &str) -> String {
     format!("chat:{{{room}}}:client:{client_id}")
 }
 
-/// Assigns seqs, stores and publishes a batch of messages, atomically: one
-/// call per batch (standalone: every room in it; cluster: the rooms of one
-/// slot), so the per-call cost is shared.
+/// Assigns seqs, stores and publishes a batch of messages, atomically per
+/// room: one call per node (every room of the batch that node owns), so the
+/// per-call cost is shared whether Redis is one server or a cluster.
 ///
-/// `KEYS`, per room: its counter and its history list, then the client
-/// marker of each of its messages that has a `clientId`. `ARGV`: the ring
-/// and the marker TTL, then per room its channel, its floor and its message
+/// `KEYS`: the seq counter of the call's first room, only so that a
+/// cluster routes the call (and answers `MOVED`, `ASK`, `TRYAGAIN`) by it;
+/// the script makes every key name from its room (the names of [`seq_key`],
+/// [`history_key`], [`client_key`] and [`channel`]). The rooms of a cluster
+/// call may hash to several slots of the node, which the script's
+/// `allow-cross-slot-keys` flag permits. `ARGV`: the ring, the marker TTL
+/// and the *check* flag, then per room its name, its floor and its message
 /// count, then per message its id, clientId (or empty), in-doubt flag
-/// (`1`/`0`) and JSON. Returns one integer per message, in that order:
+/// (`1`/`0`) and JSON.
+///
+/// Returns one integer per message, in that order:
 /// - the seq given to it;
 /// - the same, if it was already published: a message *in doubt* (a retry
 ///   after a lost reply) is looked up by its id in the tail of the room's
 ///   list, so no per-message marker is written for that case;
 /// - `-SEQ` if another message with the same `clientId` was published as
 ///   SEQ (a client's resend: not published again).
+///
+/// With the check flag (a cluster), each room's keys are probed with
+/// `EXISTS` before any of them is written: if one is not this node's (its
+/// slot moved, or is mid-migration), the script stops there and returns the
+/// results so far: a shorter answer. The rooms it answered for ran whole;
+/// the rest did not run at all, so they are simply sent again (see the
+/// publisher). No room is ever half-written.
 ///
 /// The counter never goes below the room's floor, the highest seq the
 /// publishing pod knows for the room: if Redis lost its data (a restart
@@ -125,25 +138,34 @@ pub fn client_key(room: &str, client_id: &str) -> String {
 /// the list has grown an eighth past the ring (readers take its last `ring`
 /// entries), so a list holds at most `ring + ring / 8` messages.
 /// A client marker without an owner id (an older format) counts as this message's.
-pub const PUBLISH_SCRIPT: &str = r#"#!lua
+pub const PUBLISH_SCRIPT: &str = r#"#!lua flags=allow-cross-slot-keys
 local ring = tonumber(ARGV[1])
 local ttl = ARGV[2]
+local check = ARGV[3] == '1'
 local slack = math.floor(ring / 8)
-local a, k = 3, 1
+local a = 4
 local out = {}
 while a <= #ARGV do
-  local seqk, histk = KEYS[k], KEYS[k + 1]
-  k = k + 2
-  local chan, floor, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local room, floor, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
+  local base = 'chat:{' .. room .. '}:'
+  local seqk, histk = base .. 'seq', base .. 'history'
+  if check then
+    local probe = {seqk, histk}
+    for j = 0, n - 1 do
+      local cid = ARGV[a + 4 * j + 1]
+      if cid ~= '' then probe[#probe + 1] = base .. 'client:' .. cid end
+    end
+    local r = redis.pcall('EXISTS', unpack(probe))
+    if type(r) == 'table' and r.err then return out end
+  end
   local fresh, tail = {}, nil
   for _ = 1, n do
     local id, cid, doubt, json = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     a = a + 4
     local mk, done, found = nil, nil, nil
     if cid ~= '' then
-      mk = KEYS[k]
-      k = k + 1
+      mk = base .. 'client:' .. cid
       done = redis.call('GET', mk)
     end
     if done then
@@ -185,7 +207,7 @@ while a <= #ARGV do
     if redis.call('RPUSH', histk, unpack(items)) > ring + slack then
       redis.call('LTRIM', histk, -ring, -1)
     end
-    redis.call('SPUBLISH', chan, table.concat(items, '\n'))
+    redis.call('SPUBLISH', base .. 'ch', table.concat(items, '\n'))
   end
 end
 return out

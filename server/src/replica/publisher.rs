@@ -5,14 +5,18 @@
 //! publish script looks its id up in the tail of the room's list before
 //! numbering it, so nothing is published twice. Messages that pile up go
 //! out together, up to `PIPELINE_MAX` per round trip: one script call per
-//! node (standalone) or per slot (cluster), each carrying every message
-//! of its rooms in the batch (see [`PUBLISH_SCRIPT`]).
+//! node, standalone or cluster alike, carrying every message of the rooms
+//! that node owns in the batch (see [`PUBLISH_SCRIPT`]).
 //!
-//! Routing follows the [`Topology`]: a group goes to the node owning its
-//! slot; `MOVED` refreshes the slot map and sends the group again
-//! (nothing ran), `ASK` sends it once to the importing node after
-//! `ASKING`, `TRYAGAIN` (a slot mid-migration) or `CLUSTERDOWN` (a slot
-//! without a master, mid-failover) waits a moment and reads the slot map
+//! Routing follows the [`Topology`]: a call goes to the node owning its
+//! rooms' slots, and Redis routes it by its first room. `MOVED` refreshes
+//! the slot map and sends the call again (nothing ran); `ASK` sends that
+//! room's slot once to the importing node after `ASKING`; `TRYAGAIN` (a
+//! slot mid-migration) or `CLUSTERDOWN` (a slot without a master,
+//! mid-failover) waits a moment and reads the slot map again. A room of
+//! another slot in the call that is no longer the node's ends the script
+//! before that room (a shorter answer, nothing of it written): the rest of
+//! the call is sent again, one call per slot, after the slot map is read
 //! again.
 //!
 //! Health is per node. When a node's connection fails, only the messages
@@ -65,7 +69,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::pool::{redirect, NodePool};
 use super::topology::{room_slot, Node, Topology};
-use super::{channel, client_key, encode_fields, history_key, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT};
+use super::{encode_fields, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT};
 use crate::backoff::Backoff;
 use crate::channels::{HubCommand, Origin, Publish, SequencerHandles};
 use crate::chat::protocol::ChatMessage;
@@ -114,6 +118,10 @@ struct Held {
     in_doubt: bool,
     /// Redis answered `ASK`: send it to this node, after `ASKING`, once.
     ask: Option<Node>,
+    /// Its room's slot was not where the slot map said, in a call of
+    /// several slots: it goes in a call of its slot alone, where Redis
+    /// itself routes and redirects it.
+    alone: bool,
 }
 
 /// Starts the publisher; it exits after [`HubCommand::Stop`] once what it
@@ -175,7 +183,8 @@ struct Publisher {
     ever_connected: bool,
 }
 
-/// One script call: the rooms of one node (standalone) or one slot (cluster).
+/// One script call: the rooms of one node (of one slot, for messages
+/// sent `ASKING` or `alone`).
 struct Group {
     node: Node,
     asking: bool,
@@ -260,7 +269,15 @@ impl Publisher {
                     user_id,
                 };
                 self.held_bytes += bytes;
-                self.held.push_back(Held { msg, origin, since: Instant::now(), bytes, in_doubt: false, ask: None });
+                self.held.push_back(Held {
+                    msg,
+                    origin,
+                    since: Instant::now(),
+                    bytes,
+                    in_doubt: false,
+                    ask: None,
+                    alone: false,
+                });
             }
         }
     }
@@ -269,7 +286,6 @@ impl Publisher {
     /// pipeline per node, one script call per group.
     fn publish_batch(&mut self) {
         self.refuse_expired();
-        let cluster = self.topo.is_cluster();
         let mut batch: Vec<Held> = Vec::new();
         let mut waiting: Vec<Held> = Vec::new();
         while batch.len() < PIPELINE_MAX {
@@ -313,16 +329,16 @@ impl Publisher {
         if batch.is_empty() {
             return;
         }
-        // Group: (node, slot or 0, asking) → rooms in first-seen order.
+        // Group: (node, slot if asking or alone, asking) → rooms in first-seen order.
         let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<(Node, u16, bool), usize> = HashMap::new();
+        let mut index: HashMap<(Node, Option<u16>, bool), usize> = HashMap::new();
         for (i, h) in batch.iter().enumerate() {
             let slot = room_slot(&h.msg.room);
             let (node, asking) = match &h.ask {
                 Some(n) => (n.clone(), true),
                 None => (self.topo.node_of(slot), false),
             };
-            let gkey = (node.clone(), if cluster || asking { slot } else { 0 }, asking);
+            let gkey = (node.clone(), (asking || h.alone).then_some(slot), asking);
             let g = *index.entry(gkey).or_insert_with(|| {
                 groups.push(Group { node, asking, rooms: Vec::new() });
                 groups.len() - 1
@@ -361,27 +377,45 @@ impl Publisher {
                     for (g, v) in mine.iter().zip(values) {
                         let idx: Vec<usize> = g.rooms.iter().flat_map(|(_, i)| i.iter().copied()).collect();
                         match v {
-                            redis::Value::Array(seqs) if seqs.len() == idx.len() => {
-                                for (i, s) in idx.into_iter().zip(seqs) {
+                            redis::Value::Array(seqs) if seqs.len() <= idx.len() => {
+                                let ran = seqs.len();
+                                for (&i, s) in idx.iter().zip(seqs) {
                                     results[i] = Some(match s {
                                         redis::Value::Int(s) => s,
                                         _ => 0,
                                     });
+                                }
+                                if ran < idx.len() {
+                                    // A room further on is not this node's
+                                    // (any more): it and the rooms after it did
+                                    // not run. Sent again, a call per slot.
+                                    self.topo.refresh();
+                                    pause = true;
+                                    for &i in &idx[ran..] {
+                                        batch[i].alone = true;
+                                    }
+                                    self.reroute(&mut retry, &idx[ran..]);
                                 }
                             }
                             redis::Value::ServerError(e) => {
                                 let err = redis::RedisError::from(e.clone());
                                 match (e.code(), redirect(&err)) {
                                     (_, Some((true, to))) => {
+                                        // Redis routed by the first room: its
+                                        // slot is moving; the other slots' rooms
+                                        // are sent as before.
+                                        let moving = room_slot(&g.rooms[0].0);
                                         for &i in &idx {
-                                            batch[i].ask = Some(to.clone());
+                                            if room_slot(&batch[i].msg.room) == moving {
+                                                batch[i].ask = Some(to.clone());
+                                            }
                                         }
-                                        retry.extend(idx);
+                                        self.reroute(&mut retry, &idx);
                                     }
                                     (_, Some((false, _))) | ("TRYAGAIN", None) => {
                                         self.topo.refresh();
                                         pause = true;
-                                        retry.extend(idx);
+                                        self.reroute(&mut retry, &idx);
                                     }
                                     ("NOSCRIPT", None) => {
                                         // The script cache was flushed: reconnect (which loads it) and resend.
@@ -393,7 +427,7 @@ impl Publisher {
                                         // other slots are fine, so it is not marked down.
                                         self.topo.refresh();
                                         pause = true;
-                                        retry.extend(idx);
+                                        self.reroute(&mut retry, &idx);
                                     }
                                     ("LOADING", None) | ("MASTERDOWN", None) => {
                                         retry.extend(idx);
@@ -468,28 +502,32 @@ impl Publisher {
         }
     }
 
+    /// Marks the batch's messages `idx` to be sent again because their
+    /// slot was elsewhere, and counts them.
+    fn reroute(&self, retry: &mut Vec<usize>, idx: &[usize]) {
+        self.state.metrics.backend.redis_rerouted.fetch_add(idx.len() as u64, Relaxed);
+        retry.extend_from_slice(idx);
+    }
+
     /// Appends the script call of `g` to `pipe`.
     fn script_call(&self, pipe: &mut redis::Pipeline, g: &Group, batch: &[Held]) {
-        let mut keys: Vec<String> = Vec::new();
-        let mut args: Vec<String> = vec![self.state.history.ring().to_string(), DEDUPE_TTL_SECS.to_string()];
+        let check = if self.topo.is_cluster() { "1" } else { "0" };
+        let mut args: Vec<String> =
+            vec![self.state.history.ring().to_string(), DEDUPE_TTL_SECS.to_string(), check.to_string()];
         for (room, idx) in &g.rooms {
             let floor = self.state.history.known_last_seq(room).unwrap_or(0);
-            keys.push(seq_key(room));
-            keys.push(history_key(room));
-            args.push(channel(room));
+            args.push(room.to_string());
             args.push(floor.to_string());
             args.push(idx.len().to_string());
             for &i in idx {
                 let msg = &batch[i].msg;
-                if let Some(cid) = &msg.client_id {
-                    keys.push(client_key(room, cid));
-                }
                 args.push(msg.id.clone());
                 args.push(msg.client_id.clone().unwrap_or_default());
                 args.push(if batch[i].in_doubt { "1" } else { "0" }.to_string());
                 args.push(encode_fields(msg));
             }
         }
-        pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len()).arg(keys).arg(args);
+        let route = seq_key(&g.rooms[0].0);
+        pipe.cmd("EVALSHA").arg(&self.sha).arg(1).arg(route).arg(args);
     }
 }

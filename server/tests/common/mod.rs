@@ -399,3 +399,42 @@ impl Drop for MongoWire {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A chat message as the publisher hands it to the publish script.
+pub fn chat_message(room: &str, id: &str, client_id: Option<&str>) -> websocket_server::chat::protocol::ChatMessage {
+    websocket_server::chat::protocol::ChatMessage {
+        room: room.into(),
+        seq: 0,
+        id: id.into(),
+        username: "u".into(),
+        message: format!("text of {id}"),
+        pod_name: "p".into(),
+        timestamp_ms: 1,
+        client_id: client_id.map(str::to_string),
+        user_id: None,
+    }
+}
+
+/// A room's part of a publish script call: name, floor, messages with
+/// their in-doubt flag.
+pub type RoomPart<'a> = (&'a str, u64, Vec<(websocket_server::chat::protocol::ChatMessage, bool)>);
+
+/// One publish script call as the publisher makes it: `rooms` in order,
+/// routed by the first room's counter; `check` (cluster mode) probes each
+/// room's keys before writing it.
+pub fn publish_call(con: &mut redis::Connection, check: bool, rooms: &[RoomPart<'_>]) -> Vec<i64> {
+    use websocket_server::replica::{encode_fields, seq_key, PUBLISH_SCRIPT};
+    let mut args: Vec<String> = vec!["5".into(), "600".into(), if check { "1" } else { "0" }.into()];
+    for (room, floor, msgs) in rooms {
+        args.extend([room.to_string(), floor.to_string(), msgs.len().to_string()]);
+        for (m, doubt) in msgs {
+            args.extend([
+                m.id.clone(),
+                m.client_id.clone().unwrap_or_default(),
+                if *doubt { "1" } else { "0" }.into(),
+                encode_fields(m),
+            ]);
+        }
+    }
+    redis::Script::new(PUBLISH_SCRIPT).key(seq_key(rooms[0].0)).arg(args).invoke(con).expect("script runs")
+}
