@@ -42,8 +42,9 @@
 //! origin pod must (counted, and logged as a warning: its sender was told
 //! `unavailable`; a resend with the same `clientId` is deduplicated).
 //!
-//! Code: the batch and its routing here; each node's connection and health
-//! in `nodes`; what is held, refused and unresolved in `held`.
+//! Code: the batch and its routing here; a call's arguments and what its
+//! answer means for each message in `call`; each node's connection and
+//! health in `nodes`; what is held, refused and unresolved in `held`.
 //!
 //! [`PUBLISH_SCRIPT`]: super::PUBLISH_SCRIPT
 //! [`Topology`]: super::topology::Topology
@@ -67,18 +68,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::pool::{redirect, NodePool};
+use super::pool::NodePool;
 use super::topology::{room_slot, Node, Topology};
-use super::{encode_fields, seq_key, LiveRooms, DEDUPE_TTL_SECS, PUBLISH_SCRIPT};
+use super::{LiveRooms, PUBLISH_SCRIPT};
 use crate::backoff::Backoff;
 use crate::channels::{HubCommand, Origin, Publish, SequencerHandles};
 use crate::chat::protocol::ChatMessage;
-use crate::health::one_line;
 use crate::hub::IdGen;
 
+mod call;
 mod held;
 mod nodes;
 
+use call::{Group, Outcome};
 use held::refuse;
 
 /// Messages sent to Redis in one round trip at most.
@@ -181,15 +183,6 @@ struct Publisher {
     unresolved: VecDeque<(ChatMessage, Instant)>,
     stopping: bool,
     ever_connected: bool,
-}
-
-/// One script call: the rooms of one node (of one slot, for messages
-/// sent `ASKING` or `alone`).
-struct Group {
-    node: Node,
-    asking: bool,
-    /// Per room, the batch indices of its messages, in order.
-    rooms: Vec<(Arc<str>, Vec<usize>)>,
 }
 
 impl Publisher {
@@ -349,9 +342,7 @@ impl Publisher {
                 None => rooms.push((Arc::from(h.msg.room.as_str()), vec![i])),
             }
         }
-        let mut results: Vec<Option<i64>> = vec![None; batch.len()];
-        let mut retry: Vec<usize> = Vec::new();
-        let mut pause = false;
+        let mut outcome = Outcome::new(batch.len());
         let mut nodes: Vec<Node> = groups.iter().map(|g| g.node.clone()).collect();
         nodes.dedup();
         nodes.sort_by_key(|n| n.to_string());
@@ -360,7 +351,7 @@ impl Publisher {
             let mine: Vec<&Group> = groups.iter().filter(|g| g.node == node).collect();
             if !self.ensure(&node) {
                 // Lost since the selection (an earlier node's answer refreshed nothing here).
-                retry.extend(mine.iter().flat_map(|g| g.rooms.iter().flat_map(|(_, i)| i.iter().copied())));
+                outcome.retry.extend(mine.iter().flat_map(|g| g.messages()));
                 continue;
             }
             let mut pipe = redis::pipe();
@@ -375,108 +366,32 @@ impl Publisher {
             match pipe.query::<Vec<redis::Value>>(con) {
                 Ok(values) => {
                     for (g, v) in mine.iter().zip(values) {
-                        let idx: Vec<usize> = g.rooms.iter().flat_map(|(_, i)| i.iter().copied()).collect();
-                        match v {
-                            redis::Value::Array(seqs) if seqs.len() <= idx.len() => {
-                                let ran = seqs.len();
-                                for (&i, s) in idx.iter().zip(seqs) {
-                                    results[i] = Some(match s {
-                                        redis::Value::Int(s) => s,
-                                        _ => 0,
-                                    });
-                                }
-                                if ran < idx.len() {
-                                    // A room further on is not this node's
-                                    // (any more): it and the rooms after it did
-                                    // not run. Sent again, a call per slot.
-                                    self.topo.refresh();
-                                    pause = true;
-                                    for &i in &idx[ran..] {
-                                        batch[i].alone = true;
-                                    }
-                                    self.reroute(&mut retry, &idx[ran..]);
-                                }
-                            }
-                            redis::Value::ServerError(e) => {
-                                let err = redis::RedisError::from(e.clone());
-                                match (e.code(), redirect(&err)) {
-                                    (_, Some((true, to))) => {
-                                        // Redis routed by the first room: its
-                                        // slot is moving; the other slots' rooms
-                                        // are sent as before.
-                                        let moving = room_slot(&g.rooms[0].0);
-                                        for &i in &idx {
-                                            if room_slot(&batch[i].msg.room) == moving {
-                                                batch[i].ask = Some(to.clone());
-                                            }
-                                        }
-                                        self.reroute(&mut retry, &idx);
-                                    }
-                                    (_, Some((false, _))) | ("TRYAGAIN", None) => {
-                                        self.topo.refresh();
-                                        pause = true;
-                                        self.reroute(&mut retry, &idx);
-                                    }
-                                    ("NOSCRIPT", None) => {
-                                        // The script cache was flushed: reconnect (which loads it) and resend.
-                                        self.cons.remove(&node);
-                                        retry.extend(idx);
-                                    }
-                                    ("CLUSTERDOWN", None) => {
-                                        // This slot has no master (mid-failover): held; the node's
-                                        // other slots are fine, so it is not marked down.
-                                        self.topo.refresh();
-                                        pause = true;
-                                        self.reroute(&mut retry, &idx);
-                                    }
-                                    ("LOADING", None) | ("MASTERDOWN", None) => {
-                                        retry.extend(idx);
-                                        self.lost(&node, &err);
-                                    }
-                                    _ => {
-                                        let m = &self.state.metrics.backend;
-                                        m.redis_errors.fetch_add(1, Relaxed);
-                                        log::warn!("Redis refused a publish: {}", one_line(&err));
-                                        for &i in &idx {
-                                            results[i] = Some(0);
-                                        }
-                                    }
-                                }
-                            }
-                            other => {
-                                self.state.metrics.backend.redis_errors.fetch_add(1, Relaxed);
-                                log::warn!("unexpected answer to a publish: {other:?}");
-                                for i in idx {
-                                    results[i] = Some(0);
-                                }
-                            }
-                        }
+                        self.take_answer(&node, g, v, &mut batch, &mut outcome);
                     }
                 }
                 Err(e) => {
                     // The connection failed mid-batch: Redis may have run any of it.
-                    let idx: Vec<usize> =
-                        mine.iter().flat_map(|g| g.rooms.iter().flat_map(|(_, i)| i.iter().copied())).collect();
+                    let idx: Vec<usize> = mine.iter().flat_map(|g| g.messages()).collect();
                     for &i in &idx {
                         batch[i].in_doubt = true;
                     }
-                    retry.extend(idx);
+                    outcome.retry.extend(idx);
                     self.lost(&node, &e);
                 }
             }
         }
         let metrics = self.state.metrics.clone();
         let m = &metrics.backend;
-        retry.sort_unstable();
+        outcome.retry.sort_unstable();
         let mut again: Vec<Held> = Vec::new();
         for (i, mut h) in batch.into_iter().enumerate() {
-            if retry.binary_search(&i).is_ok() {
+            if outcome.retry.binary_search(&i).is_ok() {
                 again.push(h);
                 continue;
             }
             h.ask = None;
             self.release(&h);
-            match results[i] {
+            match outcome.results[i] {
                 Some(seq) if seq > 0 => {
                     m.redis_published.fetch_add(1, Relaxed);
                     h.msg.seq = seq as u64;
@@ -497,37 +412,8 @@ impl Publisher {
         for h in again.into_iter().rev() {
             self.held.push_front(h);
         }
-        if pause {
+        if outcome.pause {
             std::thread::sleep(REDIRECT_PAUSE);
         }
-    }
-
-    /// Marks the batch's messages `idx` to be sent again because their
-    /// slot was elsewhere, and counts them.
-    fn reroute(&self, retry: &mut Vec<usize>, idx: &[usize]) {
-        self.state.metrics.backend.redis_rerouted.fetch_add(idx.len() as u64, Relaxed);
-        retry.extend_from_slice(idx);
-    }
-
-    /// Appends the script call of `g` to `pipe`.
-    fn script_call(&self, pipe: &mut redis::Pipeline, g: &Group, batch: &[Held]) {
-        let check = if self.topo.is_cluster() { "1" } else { "0" };
-        let mut args: Vec<String> =
-            vec![self.state.history.ring().to_string(), DEDUPE_TTL_SECS.to_string(), check.to_string()];
-        for (room, idx) in &g.rooms {
-            let floor = self.state.history.known_last_seq(room).unwrap_or(0);
-            args.push(room.to_string());
-            args.push(floor.to_string());
-            args.push(idx.len().to_string());
-            for &i in idx {
-                let msg = &batch[i].msg;
-                args.push(msg.id.clone());
-                args.push(msg.client_id.clone().unwrap_or_default());
-                args.push(if batch[i].in_doubt { "1" } else { "0" }.to_string());
-                args.push(encode_fields(msg));
-            }
-        }
-        let route = seq_key(&g.rooms[0].0);
-        pipe.cmd("EVALSHA").arg(&self.sha).arg(1).arg(route).arg(args);
     }
 }
