@@ -33,7 +33,8 @@
 #    /ready 503 during the drain, the client closed with 1001, exit status 0
 #    within terminationGracePeriodSeconds;
 # 6. the cache: a fresh `git clone` of HEAD with one source file changed is
-#    built again; the dependency layer must come from the cache.
+#    built again; the dependency layer must come from the cache, and only
+#    the server crate is compiled (not the MongoDB crate, server/mongo).
 #
 # Every container and temporary directory it creates is removed on exit.
 # The last line is "check-image: passed" or the reason it failed.
@@ -502,6 +503,7 @@ if [[ "${CHECK_IMAGE_CACHE:-1}" != 0 ]]; then
     # (already built above) do not count as a miss.
     cp Cargo.toml Cargo.lock "$clone/"
     cp server/Cargo.toml "$clone/server/"
+    cp server/mongo/Cargo.toml "$clone/server/mongo/"
     cp tools/connflood/Cargo.toml "$clone/tools/connflood/"
     cp "$DOCKERFILE" "$clone/$DOCKERFILE"
     cp .dockerignore "$clone/"
@@ -515,6 +517,10 @@ if [[ "${CHECK_IMAGE_CACHE:-1}" != 0 ]]; then
     # cache, the second must run (the source changed).
     dep=$(awk '/STEP [0-9]+\/[0-9]+: RUN .*cargo build/ { step = 1; next } step && /^--> / { print; exit }' "$log2")
     [[ "$dep" == '--> Using cache'* ]] || { cat "$log2" >&2; die "the dependency layer was rebuilt for a source change in a fresh clone"; }
+    # The MongoDB crate (server/mongo) is built in that layer: the second
+    # build compiles the server crate alone.
+    compiled=$(grep -o 'Compiling [a-z0-9_-]* ' "$log2" | awk '{ print $2 }' | sort -u | tr '\n' ' ')
+    [[ "$compiled" == "websocket-server " ]] || { cat "$log2" >&2; die "the rebuild compiled ${compiled:-nothing}, expected websocket-server alone"; }
     echo "ok: rebuilt in ${took} s from a fresh clone; the dependency layer came from the cache"
 fi
 

@@ -25,7 +25,9 @@
 //! - [`hub`]: sequencing and fan-out to the workers' inboxes; the embedded
 //!   (single-node) sequencer.
 //! - [`replica`]: the Redis bridge — publisher and subscriber threads.
-//! - [`store`]: the MongoDB writer and the history loader.
+//! - [`store`]: the MongoDB writer and the history loader (MongoDB itself,
+//!   the collection, documents and write outcomes, is the `websocket-mongo`
+//!   crate in server/mongo).
 //! - [`backoff`]: capped exponential backoff with jitter.
 //! - [`health`]: a dependency's health for one thread: error count,
 //!   up-gauge, backoff, and the outage's log lines, once each.

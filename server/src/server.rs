@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 use mio::{Poll, Waker};
+use websocket_mongo::Mongo;
 
 use crate::channels::{HubCommand, SequencerHandles, StoreSender};
 use crate::config::Config;
@@ -54,7 +55,7 @@ use crate::replica::topology::Topology;
 use crate::replica::{publisher, subscriber, LiveRooms};
 use crate::state::{Phase, ServerState};
 use crate::store::loader::{self, LoaderHandles};
-use crate::store::mongo::{self, Mongo};
+use crate::store::writer::spawn_writer;
 
 /// How often the main thread logs a stats line.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
@@ -142,7 +143,7 @@ impl Server {
             Some(m) => {
                 let (tx, rx) = crossbeam_channel::bounded(state.config.mongo_queue_max);
                 let deadline = Arc::new(OnceLock::new());
-                writer = Some((mongo::spawn_writer(state.metrics.clone(), m.clone(), rx, deadline.clone())?, deadline));
+                writer = Some((spawn_writer(state.metrics.clone(), m.clone(), rx, deadline.clone())?, deadline));
                 Some(StoreSender::new(tx, state.metrics.clone(), state.config.mongo_queue_max))
             }
             None => {

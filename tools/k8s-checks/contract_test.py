@@ -914,10 +914,13 @@ def _(ctx: Context) -> None:
     # `COPY . …` copies the whole build context, every manifest included
     # (dockerignore-keeps-build-inputs checks that .dockerignore sends them).
     whole_context = "." in context_copy_sources(df)
+    # A member's sources are copied by a COPY of its directory or of a
+    # directory holding it (`COPY server server` brings server/mongo).
+    sources = [s for s in context_copy_sources(df) if s != "."]
     for m in members:
         ensure(whole_context or f"{m}/Cargo.toml" in copied,
                f"docker/Dockerfile does not copy {m}/Cargo.toml (workspace member)")
-        ensure(re.search(r"(^|\s)%s(\s|$)" % re.escape(m), copied), f"docker/Dockerfile does not copy the sources of {m}")
+        ensure(any(m == s or m.startswith(s + "/") for s in sources), f"docker/Dockerfile does not copy the sources of {m}")
 
 
 def dockerignore_rules(root: str) -> list[tuple[bool, re.Pattern]]:

@@ -28,11 +28,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
+use websocket_mongo::{Mongo, StoredMessage};
 
-use super::mongo::Mongo;
 use crate::backoff::Backoff;
 use crate::channels::{LoadRequest, Workers};
 use crate::chat::history::{reaches_below, Entry, History};
+use crate::chat::protocol::ChatMessage;
 use crate::health::{one_line, DependencyHealth};
 use crate::hub::inbox::ToWorker;
 use crate::metrics::Metrics;
@@ -245,14 +246,19 @@ impl Loader {
         self.with_mongo(|| mongo.range(room, after, before, n))
     }
 
-    fn with_mongo(&mut self, op: impl FnOnce() -> mongodb::error::Result<Vec<Entry>>) -> Option<Vec<Entry>> {
+    /// Runs one MongoDB read unless its backoff says wait; the messages
+    /// read, framed as history entries.
+    fn with_mongo(
+        &mut self,
+        op: impl FnOnce() -> Result<Vec<StoredMessage>, websocket_mongo::Error>,
+    ) -> Option<Vec<Entry>> {
         if !self.mongo_backoff.ready() {
             return None;
         }
         match op() {
-            Ok(v) => {
+            Ok(stored) => {
                 self.mongo_backoff.ok();
-                Some(v)
+                Some(stored.into_iter().map(ChatMessage::from).map(|m| Entry::new(m.seq, &m.to_json())).collect())
             }
             Err(e) => {
                 self.mongo_backoff.failed(|_| {
