@@ -179,8 +179,19 @@ impl Drop for Cluster {
     }
 }
 
-fn replica(pod: &str, seeds: &str) -> Server {
-    replica_with(pod, seeds, &[])
+/// The index in `masters` (as [`Cluster::masters`] lists them) of the
+/// master that owns `room`'s slot.
+fn owner_of(masters: &[(u16, Vec<(u16, u16)>)], room: &str) -> usize {
+    let s = room_slot(room);
+    masters.iter().position(|(_, r)| r.iter().any(|&(a, b)| a <= s && s <= b)).expect("every slot has a master")
+}
+
+/// Two server replicas, `pod-0` and `pod-1`, on the cluster of `seeds`,
+/// and their ports.
+fn two_pods(seeds: &str, extra: &[(&str, &str)]) -> (Vec<Server>, Vec<u16>) {
+    let servers: Vec<Server> = (0..2).map(|i| replica_with(&format!("pod-{i}"), seeds, extra)).collect();
+    let ports = servers.iter().map(|s| s.port).collect();
+    (servers, ports)
 }
 
 fn replica_with(pod: &str, seeds: &str, extra: &[(&str, &str)]) -> Server {
@@ -217,14 +228,10 @@ fn assert_no_loss(room: &str, reports: &[Report]) {
 fn two_replicas_on_a_three_master_cluster_act_as_one_through_a_failover() {
     let cluster = Cluster::start();
     let seeds = cluster.seeds();
-    let servers: Vec<Server> = (0..2).map(|i| replica(&format!("pod-{i}"), &seeds)).collect();
-    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let (servers, ports) = two_pods(&seeds, &[]);
     // Rooms on every master.
     let masters = cluster.masters();
-    let owner = |room: &str| {
-        let s = room_slot(room);
-        masters.iter().position(|(_, r)| r.iter().any(|&(a, b)| a <= s && s <= b)).unwrap()
-    };
+    let owner = |room: &str| owner_of(&masters, room);
     let mut rooms: Vec<String> = Vec::new();
     for m in 0..3 {
         rooms.extend((0..200).map(|i| format!("r{i}")).filter(|r| owner(r) == m).take(2));
@@ -324,13 +331,9 @@ fn a_killed_master_holds_only_its_rooms_and_costs_no_message() {
     let mut cluster = Cluster::start();
     let seeds = cluster.seeds();
     let hold = [("REDIS_FAILOVER_HOLD_MS", "30000")];
-    let servers: Vec<Server> = (0..2).map(|i| replica_with(&format!("pod-{i}"), &seeds, &hold)).collect();
-    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let (servers, ports) = two_pods(&seeds, &hold);
     let masters = cluster.masters();
-    let owner = |room: &str| {
-        let s = room_slot(room);
-        masters.iter().position(|(_, r)| r.iter().any(|&(a, b)| a <= s && s <= b)).unwrap()
-    };
+    let owner = |room: &str| owner_of(&masters, room);
     let rooms: Vec<String> =
         (0..3).map(|m| (0..200).map(|i| format!("k{i}")).find(|r| owner(r) == m).unwrap()).collect();
     let clients: Vec<Tracker> =
@@ -394,10 +397,7 @@ fn a_killed_master_holds_only_its_rooms_and_costs_no_message() {
 fn one_call_carries_a_nodes_slots_and_stops_before_a_room_it_does_not_own() {
     let cluster = Cluster::start();
     let masters = cluster.masters();
-    let owner = |room: &str| {
-        let s = room_slot(room);
-        masters.iter().position(|(_, r)| r.iter().any(|&(a, b)| a <= s && s <= b)).unwrap()
-    };
+    let owner = |room: &str| owner_of(&masters, room);
     let names = || (0..400).map(|i| format!("s{i}"));
     let mine: Vec<String> = names().filter(|r| owner(r) == 0).take(2).collect();
     assert_ne!(room_slot(&mine[0]), room_slot(&mine[1]), "two slots of one node");
@@ -438,13 +438,9 @@ fn one_call_carries_a_nodes_slots_and_stops_before_a_room_it_does_not_own() {
 fn a_room_whose_slot_moves_mid_traffic_loses_nothing() {
     let cluster = Cluster::start();
     let seeds = cluster.seeds();
-    let servers: Vec<Server> = (0..2).map(|i| replica(&format!("pod-{i}"), &seeds)).collect();
-    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let (servers, ports) = two_pods(&seeds, &[]);
     let masters = cluster.masters();
-    let owner = |room: &str| {
-        let s = room_slot(room);
-        masters.iter().position(|(_, r)| r.iter().any(|&(a, b)| a <= s && s <= b)).unwrap()
-    };
+    let owner = |room: &str| owner_of(&masters, room);
     let names = || (0..400).map(|i| format!("m{i}"));
     let mut rooms: Vec<String> = names().filter(|r| owner(r) == 0).take(2).collect();
     rooms.push(names().find(|r| owner(r) == 1).unwrap());
