@@ -38,6 +38,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=localcluster-checks.sh
+. tools/localcluster-checks.sh
 export WEBSOCKET_SERVER=${WEBSOCKET_SERVER:-$ROOT/target/release/websocket-server}
 CONNFLOOD=${CONNFLOOD:-$ROOT/target/release/connflood}
 CONNECTIONS=300 ROOMS=30 RAMP=5 BIND=127.0.0.2-127.0.0.41
@@ -78,16 +80,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-fail=0
-check() {
-    if [ "$2" = ok ]; then
-        echo "ok   $1"
-    else
-        echo "FAIL $1: $2"
-        fail=1
-    fi
-}
-verdict() { if [ "$2" = 0 ]; then check "$1" ok; else check "$1" "$3"; fi; }
 # Seconds since connflood started, for the log.
 at() { echo "$((SECONDS - START))s"; }
 
@@ -177,18 +169,7 @@ rejoined() { [ "$(role "$KILLED_PORT")" = slave ] && answer rc "$KILLED_PORT" in
 
 # A base port whose 60 ports (replicas, Redis nodes and their buses) are
 # free, below the ephemeral range.
-all_free() {
-    local p
-    for ((p = $1; p < $1 + 60; p++)); do
-        ! ss -Htln "sport = :$p" | grep -q . || return 1
-    done
-}
-BASE=
-for ((try = 0; try < 20; try++)); do
-    candidate=$((20000 + (RANDOM % 100) * 100))
-    if all_free "$candidate"; then BASE=$candidate; break; fi
-done
-[ -n "$BASE" ] || { echo "no free port range found" >&2; exit 1; }
+BASE=$(free_base 60)
 
 echo "--- local cluster with a 3-master Redis Cluster on 127.0.0.1:$BASE (state $STATE)"
 tools/localcluster up --replicas 3 --port "$BASE" --redis-cluster 3
@@ -295,33 +276,15 @@ for p in "${NODE_PORTS[@]}"; do
 done
 verdict "every master holds room keys at the end" "${#masters_without[@]}" "none on ${masters_without[*]}"
 verdict "connflood exit status 0" "$CF_RC" "$CF_RC"
-checks=$(python3 - "$STATE/connflood.json" "$CONNECTIONS" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-c, m, n = r["connections"], r["messages"], int(sys.argv[2])
-def line(what, good, value):
-    print(f"{what}|{'ok' if good else value}")
-line(f"all {n} connected and active at the end", c["connected"] == n and c["active"] == n,
-     f"connected {c['connected']}, active {c['active']}")
-line("zero errors", c["errors"] == 0, f"{c['errors']} {r['errors_by_kind']}")
-line("zero rejected (no `unavailable` through the failover)", m["rejected"] == 0,
-     f"{m['rejected']} {r.get('rejected_by_code', {})}")
-line("zero lost", m["lost"] == 0, m["lost"])
-line("zero duplicated, zero reordered", m["duplicated"] == 0 and m["reordered"] == 0,
-     f"duplicated {m['duplicated']}, reordered {m['reordered']}")
-line(f"delivered {m['delivered']} of {m['expected']}", m["delivered"] == m["expected"] > 0, "incomplete")
-line(f"joins on {len(r['pods']['all_opens'])} pods over the run", len(r["pods"]["all_opens"]) == 3,
-     r["pods"]["all_opens"])
-EOF
-) || checks="connflood's JSON report|unreadable"
-while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
+checks=$(python3 tools/localcluster-report-check.py "$STATE/connflood.json" "$CONNECTIONS" failover) || checks="connflood's JSON report|unreadable"
+check_lines "$checks"
 
 verdict "every replica wrote its MongoDB queue out" "$FLUSH_RC" "websocket_mongo_queue_depth not 0"
 MONGO_PORT=$(tools/localcluster ports | awk '$1 == "mongo" { print $2 }')
 checks=$(timeout 300 "$PY" tools/localcluster-mongo-check.py "$STATE/connflood.json" "$MONGO_PORT") ||
     checks="MongoDB check|it failed to run"
-while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
+check_lines "$checks"
 
-[ "$fail" = 0 ] || exit 1
+all_passed || exit 1
 OK=1
 echo "local Redis Cluster test passed in $((SECONDS - T_START))s"

@@ -16,6 +16,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=localcluster-checks.sh
+. tools/localcluster-checks.sh
 export WEBSOCKET_SERVER=${WEBSOCKET_SERVER:-$ROOT/target/release/websocket-server}
 CONNFLOOD=${CONNFLOOD:-$ROOT/target/release/connflood}
 CONNECTIONS=300 ROOMS=10 RAMP=5 DURATION=60 BIND=127.0.0.2-127.0.0.41
@@ -42,18 +44,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A base port whose 30 ports are free, below the ephemeral range.
-all_free() {
-    local p
-    for ((p = $1; p < $1 + 30; p++)); do
-        ! ss -Htln "sport = :$p" | grep -q . || return 1
-    done
-}
-BASE=
-for ((try = 0; try < 20; try++)); do
-    candidate=$((20000 + (RANDOM % 100) * 100))
-    if all_free "$candidate"; then BASE=$candidate; break; fi
-done
-[ -n "$BASE" ] || { echo "no free port range found" >&2; exit 1; }
+BASE=$(free_base 30)
 
 echo "--- local cluster on 127.0.0.1:$BASE (state $STATE)"
 tools/localcluster up --replicas 3 --port "$BASE"
@@ -83,52 +74,24 @@ CF_PID=
 cat "$STATE/connflood.out"
 
 echo "--- checks"
-fail=0
-check() {
-    if [ "$2" = ok ]; then
-        echo "ok   $1"
-    else
-        echo "FAIL $1: $2"
-        fail=1
-    fi
-}
-verdict() { if [ "$2" = 0 ]; then check "$1" ok; else check "$1" "$3"; fi; }
 verdict "roll completed" "$ROLL_RC" "exit status $ROLL_RC"
 verdict "roll ended (${ROLL_END}s) before sending stopped ($((RAMP + DURATION))s)" \
     "$((ROLL_END >= RAMP + DURATION))" "it did not"
 verdict "connections on $PODS_BEFORE pods before the roll (at least 2)" "$((PODS_BEFORE < 2))" "too few"
 verdict "connflood exit status 0" "$CF_RC" "$CF_RC"
-checks=$(python3 - "$STATE/connflood.json" "$CONNECTIONS" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-c, m, n = r["connections"], r["messages"], int(sys.argv[2])
-def line(what, good, value):
-    print(f"{what}|{'ok' if good else value}")
-line(f"all {n} connected and active at the end", c["connected"] == n and c["active"] == n,
-     f"connected {c['connected']}, active {c['active']}")
-line("zero errors", c["errors"] == 0, f"{c['errors']} {r['errors_by_kind']}")
-line("zero lost", m["lost"] == 0, m["lost"])
-line("zero duplicated, zero reordered", m["duplicated"] == 0 and m["reordered"] == 0,
-     f"duplicated {m['duplicated']}, reordered {m['reordered']}")
-line(f"reconnects: {c['reconnects']}, shutdown notices: {c['shutdown_notices']}",
-     c["reconnects"] > 0 and c["shutdown_notices"] > 0, "the roll closed no connection")
-line(f"delivered {m['delivered']} of {m['expected']}", m["delivered"] == m["expected"] > 0, "incomplete")
-line(f"joins on {len(r['pods']['all_opens'])} pods over the run", len(r["pods"]["all_opens"]) == 3,
-     r["pods"]["all_opens"])
-EOF
-)
-while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
+checks=$(python3 tools/localcluster-report-check.py "$STATE/connflood.json" "$CONNECTIONS" roll)
+check_lines "$checks"
 
 # Every message in MongoDB exactly once: per room, seqs 1..max without gap or
 # repeat, and each sent message (its marker cf|tag|conn|n) stored once.
 MONGO_PORT=$(tools/localcluster ports | awk '$1 == "mongo" { print $2 }')
 if "$ROOT/.venv-test/bin/python" -c 'import pymongo' 2>/dev/null; then
     checks=$(timeout 300 "$ROOT/.venv-test/bin/python" tools/localcluster-mongo-check.py "$STATE/connflood.json" "$MONGO_PORT")
-    while IFS= read -r line; do check "${line%%|*}" "${line#*|}"; done <<<"$checks"
+    check_lines "$checks"
 else
     echo "skip MongoDB check (no pymongo in .venv-test)"
 fi
 
-[ "$fail" = 0 ] || exit 1
+all_passed || exit 1
 OK=1
 echo "local cluster test passed"
