@@ -380,7 +380,11 @@ fn a_killed_master_holds_only_its_rooms_and_costs_no_message() {
         let rep = c.finish();
         assert!(rep.refused.is_empty(), "{}: refused {:?} (failover took {failover:?})", rooms[i], rep.refused);
         assert_eq!(rep.seqs, (1..=21).collect::<Vec<u64>>(), "{}: one order, exactly once", rooms[i]);
-        assert_eq!(rep.texts, rep.sent, "{}: every message, in the order sent", rooms[i]);
+        assert_eq!(
+            rep.texts, rep.sent,
+            "{}: every message, in the order sent (connections {}, closes {:?})",
+            rooms[i], rep.connections, rep.closes
+        );
     }
     for s in &servers {
         assert_eq!(s.metric("websocket_redis_held"), 0.0);

@@ -281,22 +281,34 @@ impl Publisher {
         self.refuse_expired();
         let mut batch: Vec<Held> = Vec::new();
         let mut waiting: Vec<Held> = Vec::new();
+        // Calls: (node, slot if asking or alone, asking) → rooms in first-seen order.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<(Node, Option<u16>, bool), usize> = HashMap::new();
+        // A room's messages are published in the order sent, so they all go
+        // in one call: per room of the batch, its call, or `None` once one of
+        // its messages waits — the later ones then wait behind it. (The slot
+        // map and the subscriptions change under the selection: without this
+        // a room's later message could go out before an earlier one waiting
+        // for its node, or in another call of the same pipeline.)
+        let mut room_call: HashMap<String, Option<usize>> = HashMap::new();
         while batch.len() < PIPELINE_MAX {
             let Some(h) = self.held.pop_front() else { break };
-            if !self.live.contains(&h.msg.room) {
-                // Not subscribed here yet (just joined, or resubscribing
-                // after its node failed): held until it is, or refused
-                // after the hold.
-                waiting.push(h);
-                continue;
-            }
-            let node = match &h.ask {
-                Some(n) => n.clone(),
-                None => self.topo.node_of(room_slot(&h.msg.room)),
+            let seen = room_call.get(h.msg.room.as_str()).copied();
+            let ready = seen != Some(None) && self.live.contains(&h.msg.room);
+            // Not subscribed here yet (just joined, or resubscribing after
+            // its node failed): held until it is, or refused after the hold.
+            let slot = room_slot(&h.msg.room);
+            let (node, asking) = match &h.ask {
+                Some(n) => (n.clone(), true),
+                None => (self.topo.node_of(slot), false),
             };
-            if !self.ensure(&node) {
-                // Its node is down: held until it answers, or the slot map
-                // names another owner, or the hold ends. Other nodes' rooms go on.
+            // Its node is down: held until it answers, or the slot map names
+            // another owner, or the hold ends. Other nodes' rooms go on.
+            let ready = ready && self.ensure(&node);
+            let key = (node, (asking || h.alone).then_some(slot), asking);
+            let call = index.get(&key).copied();
+            if !ready || seen.is_some_and(|c| c != call) {
+                room_call.insert(h.msg.room.clone(), None);
                 waiting.push(h);
                 continue;
             }
@@ -305,6 +317,19 @@ impl Publisher {
                 self.release(&h);
                 self.request_load(&h.msg.room);
                 continue;
+            }
+            let g = call.unwrap_or_else(|| {
+                groups.push(Group { node: key.0.clone(), asking, rooms: Vec::new() });
+                index.insert(key, groups.len() - 1);
+                groups.len() - 1
+            });
+            let rooms = &mut groups[g].rooms;
+            match rooms.iter_mut().find(|(r, _)| **r == *h.msg.room) {
+                Some((_, idx)) => idx.push(batch.len()),
+                None => {
+                    room_call.insert(h.msg.room.clone(), Some(g));
+                    rooms.push((Arc::from(h.msg.room.as_str()), vec![batch.len()]));
+                }
             }
             batch.push(h);
         }
@@ -321,26 +346,6 @@ impl Publisher {
         }
         if batch.is_empty() {
             return;
-        }
-        // Group: (node, slot if asking or alone, asking) → rooms in first-seen order.
-        let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<(Node, Option<u16>, bool), usize> = HashMap::new();
-        for (i, h) in batch.iter().enumerate() {
-            let slot = room_slot(&h.msg.room);
-            let (node, asking) = match &h.ask {
-                Some(n) => (n.clone(), true),
-                None => (self.topo.node_of(slot), false),
-            };
-            let gkey = (node.clone(), (asking || h.alone).then_some(slot), asking);
-            let g = *index.entry(gkey).or_insert_with(|| {
-                groups.push(Group { node, asking, rooms: Vec::new() });
-                groups.len() - 1
-            });
-            let rooms = &mut groups[g].rooms;
-            match rooms.iter_mut().find(|(r, _)| **r == *h.msg.room) {
-                Some((_, idx)) => idx.push(i),
-                None => rooms.push((Arc::from(h.msg.room.as_str()), vec![i])),
-            }
         }
         let mut outcome = Outcome::new(batch.len());
         let mut nodes: Vec<Node> = groups.iter().map(|g| g.node.clone()).collect();
