@@ -213,6 +213,34 @@ end
 return out
 "#;
 
+/// One room's part of a publish script call: its name, its floor (the
+/// highest seq the publishing pod knows for it) and its messages in order,
+/// each with its in-doubt flag.
+pub struct RoomCall<'a> {
+    pub room: &'a str,
+    pub floor: u64,
+    pub messages: Vec<(&'a ChatMessage, bool)>,
+}
+
+/// A publish script call for `rooms` (at least one): the key Redis routes
+/// it by (the first room's counter) and its `ARGV`, in the layout
+/// [`PUBLISH_SCRIPT`] reads. `check` is set in a cluster.
+pub fn publish_call(ring: usize, check: bool, rooms: &[RoomCall<'_>]) -> (String, Vec<String>) {
+    let mut args = vec![ring.to_string(), DEDUPE_TTL_SECS.to_string(), if check { "1" } else { "0" }.to_string()];
+    for r in rooms {
+        args.extend([r.room.to_string(), r.floor.to_string(), r.messages.len().to_string()]);
+        for (msg, doubt) in &r.messages {
+            args.extend([
+                msg.id.clone(),
+                msg.client_id.clone().unwrap_or_default(),
+                if *doubt { "1" } else { "0" }.to_string(),
+                encode_fields(msg),
+            ]);
+        }
+    }
+    (seq_key(rooms[0].room), args)
+}
+
 /// Finds the seq of message `id` in a room's list items (`SEQ JSON` each),
 /// as the script does for a message in doubt.
 pub fn find_in_list(items: &[Vec<u8>], id: &str) -> Option<u64> {

@@ -419,22 +419,19 @@ pub fn chat_message(room: &str, id: &str, client_id: Option<&str>) -> websocket_
 /// their in-doubt flag.
 pub type RoomPart<'a> = (&'a str, u64, Vec<(websocket_server::chat::protocol::ChatMessage, bool)>);
 
-/// One publish script call as the publisher makes it: `rooms` in order,
-/// routed by the first room's counter; `check` (cluster mode) probes each
-/// room's keys before writing it.
+/// One publish script call as the publisher makes it (ring 5): `rooms` in
+/// order, routed by the first room's counter; `check` (cluster mode)
+/// probes each room's keys before writing it.
 pub fn publish_call(con: &mut redis::Connection, check: bool, rooms: &[RoomPart<'_>]) -> Vec<i64> {
-    use websocket_server::replica::{encode_fields, seq_key, PUBLISH_SCRIPT};
-    let mut args: Vec<String> = vec!["5".into(), "600".into(), if check { "1" } else { "0" }.into()];
-    for (room, floor, msgs) in rooms {
-        args.extend([room.to_string(), floor.to_string(), msgs.len().to_string()]);
-        for (m, doubt) in msgs {
-            args.extend([
-                m.id.clone(),
-                m.client_id.clone().unwrap_or_default(),
-                if *doubt { "1" } else { "0" }.into(),
-                encode_fields(m),
-            ]);
-        }
-    }
-    redis::Script::new(PUBLISH_SCRIPT).key(seq_key(rooms[0].0)).arg(args).invoke(con).expect("script runs")
+    use websocket_server::replica::{publish_call, RoomCall, PUBLISH_SCRIPT};
+    let calls: Vec<RoomCall<'_>> = rooms
+        .iter()
+        .map(|(room, floor, msgs)| RoomCall {
+            room,
+            floor: *floor,
+            messages: msgs.iter().map(|(m, d)| (m, *d)).collect(),
+        })
+        .collect();
+    let (route, args) = publish_call(5, check, &calls);
+    redis::Script::new(PUBLISH_SCRIPT).key(route).arg(args).invoke(con).expect("script runs")
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::super::pool::redirect;
 use super::super::topology::{room_slot, Node};
-use super::super::{encode_fields, seq_key, DEDUPE_TTL_SECS};
+use super::super::{publish_call, RoomCall};
 use super::{Held, Publisher};
 use crate::health::one_line;
 
@@ -140,23 +140,17 @@ impl Publisher {
 
     /// Appends the script call of `g` to `pipe`.
     pub(super) fn script_call(&self, pipe: &mut redis::Pipeline, g: &Group, batch: &[Held]) {
-        let check = if self.topo.is_cluster() { "1" } else { "0" };
-        let mut args: Vec<String> =
-            vec![self.state.history.ring().to_string(), DEDUPE_TTL_SECS.to_string(), check.to_string()];
-        for (room, idx) in &g.rooms {
-            let floor = self.state.history.known_last_seq(room).unwrap_or(0);
-            args.push(room.to_string());
-            args.push(floor.to_string());
-            args.push(idx.len().to_string());
-            for &i in idx {
-                let msg = &batch[i].msg;
-                args.push(msg.id.clone());
-                args.push(msg.client_id.clone().unwrap_or_default());
-                args.push(if batch[i].in_doubt { "1" } else { "0" }.to_string());
-                args.push(encode_fields(msg));
-            }
-        }
-        let route = seq_key(&g.rooms[0].0);
+        let history = &self.state.history;
+        let rooms: Vec<RoomCall<'_>> = g
+            .rooms
+            .iter()
+            .map(|(room, idx)| RoomCall {
+                room,
+                floor: history.known_last_seq(room).unwrap_or(0),
+                messages: idx.iter().map(|&i| (&batch[i].msg, batch[i].in_doubt)).collect(),
+            })
+            .collect();
+        let (route, args) = publish_call(history.ring(), self.topo.is_cluster(), &rooms);
         pipe.cmd("EVALSHA").arg(&self.sha).arg(1).arg(route).arg(args);
     }
 }
