@@ -175,9 +175,17 @@ health_conns() {
 }
 # Busy and total jiffies of the whole machine, all CPUs (/proc/stat: busy is
 # everything but idle and iowait; guest time is already in user).
-machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
+# machine_ticks: the machine's busy, total and stolen CPU ticks (/proc/stat;
+# busy counts steal: time the hypervisor gave our cores to someone else).
+machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t, $9; exit }' /proc/stat; }
 # busy_pct BUSY0 TOTAL0 BUSY1 TOTAL1 NCPU: machine CPU busy between two samples, % of one core.
 busy_pct() { awk -v b0="$1" -v t0="$2" -v b1="$3" -v t1="$4" -v n="$5" 'BEGIN { printf "%.0f", (t1 > t0 ? (b1 - b0) / (t1 - t0) * 100 * n : 0) }'; }
+# put_machine BUSY0 TOTAL0 STEAL0 BUSY1 TOTAL1 STEAL1: the machine's busy and
+# stolen CPU over a window, % of one core, into the measure file.
+put_machine() {
+    put window_machine_busy_pct "$(busy_pct "$1" "$2" "$4" "$5" "$(nproc)")"
+    put window_machine_steal_pct "$(busy_pct "$3" "$2" "$6" "$5" "$(nproc)")"
+}
 # The connflood processes under the `timeout` wrappers of CF_PIDS.
 cf_procs() { local p; for p in "${CF_PIDS[@]}"; do pgrep -P "$p" || true; done; }
 tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
@@ -322,7 +330,7 @@ sample_window() {
     local port=$2 i=0 p
     shift 2
     w["u"]=$EPOCHREALTIME
-    read -r "w[mb]" "w[mt]" < <(machine_ticks)
+    read -r "w[mb]" "w[mt]" "w[ms]" < <(machine_ticks)
     w["c"]=$(cpu_ticks "$SERVER_PID")
     for p in "$@"; do
         w["f$i"]=$(cpu_ticks "$p")
@@ -372,7 +380,7 @@ run_cluster() {
     local warm=$SEED_WARM
     [ "$CURRENT" != roll ] || warm=$ROLL_AT
     sleep_until $((SEED_RAMP + warm))
-    local w0 d0 c0 g0 mb0 mt0 s0 cf
+    local w0 d0 c0 g0 mb0 mt0 ms0 s0 cf
     mapfile -t cf < <(cf_procs)
     local side=("$(cat "$CLUSTER_DIR/pids/redis.pid" 2>/dev/null)" "$(cat "$CLUSTER_DIR/pids/mongo.pid" 2>/dev/null)")
     w0=$EPOCHREALTIME
@@ -380,7 +388,7 @@ run_cluster() {
     c0=$(ticks_of "${pids[@]}")
     g0=$(ticks_of "${hpids[@]}")
     s0="$(cpu_ticks "${side[0]}") $(cpu_ticks "${side[1]}") $(ticks_of "${cf[@]}")"
-    read -r mb0 mt0 < <(machine_ticks)
+    read -r mb0 mt0 ms0 < <(machine_ticks)
     for ((i = 0; i < 3; i++)); do put "conns_replica_$i" "$(health_conns "$((base + 20 + i))")"; done
     if [ "$CURRENT" = roll ]; then
         put roll_started_at "$(elapsed)"
@@ -395,18 +403,18 @@ run_cluster() {
         put roll_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
     else
         sleep_until $((SEED_RAMP + duration - SEED_TAIL))
-        local d1 c1 g1 mb1 mt1 s1
+        local d1 c1 g1 mb1 mt1 ms1 s1
         d1=$(for ((i = 0; i < 3; i++)); do metric "$((base + 20 + i))" websocket_messages_delivered_total; done | sum)
         c1=$(ticks_of "${pids[@]}")
         g1=$(ticks_of "${hpids[@]}")
         s1="$(cpu_ticks "${side[0]}") $(cpu_ticks "${side[1]}") $(ticks_of "${cf[@]}")"
-        read -r mb1 mt1 < <(machine_ticks)
+        read -r mb1 mt1 ms1 < <(machine_ticks)
         read -r -a s0 <<<"$s0"
         read -r -a s1 <<<"$s1"
         put window_cpu_ticks_redis "$((s1[0] - s0[0]))"
         put window_cpu_ticks_mongo "$((s1[1] - s0[1]))"
         put window_cpu_ticks_connflood "$((s1[2] - s0[2]))"
-        put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
+        put_machine "$mb0" "$mt0" "$ms0" "$mb1" "$mt1" "$ms1"
         put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
         put window_delivered "$((d1 - d0))"
         put window_cpu_ticks_replicas "$((c1 - c0))"
@@ -530,7 +538,7 @@ fanout_once() {
     sample_window W1 "$port" "${cf[@]}"
     for i in "${!cf[@]}"; do total=$((total + ${W1["f$i"]} - ${W0["f$i"]})); done
     put window_cpu_ticks_connflood "$total"
-    put window_machine_busy_pct "$(busy_pct "${W0[mb]}" "${W0[mt]}" "${W1[mb]}" "${W1[mt]}" "$(nproc)")"
+    put_machine "${W0[mb]}" "${W0[mt]}" "${W0[ms]}" "${W1[mb]}" "${W1[mt]}" "${W1[ms]}"
     put window_secs "$(awk -v a0="${W0[a]}" -v b0="${W0[b]}" -v a1="${W1[a]}" -v b1="${W1[b]}" 'BEGIN { printf "%.3f", (a1 + b1 - a0 - b0) / 2 }')"
     put window_cpu_ticks "$((W1[c] - W0[c]))"
     put window_delivered "$(window_delta d)"
@@ -642,7 +650,7 @@ peers_step() {
     done
     put connflood_processes_sampled "$((${#cf[@]} - gone))"
     put window_cpu_ticks_connflood "$total"
-    put window_machine_busy_pct "$(busy_pct "${W0[mb]}" "${W0[mt]}" "${W1[mb]}" "${W1[mt]}" "$(nproc)")"
+    put_machine "${W0[mb]}" "${W0[mt]}" "${W0[ms]}" "${W1[mb]}" "${W1[mt]}" "${W1[ms]}"
     put window_cpu_ticks "$((W1[c] - W0[c]))"
     put window_delivered "$(window_delta d)"
     put window_write_syscalls "$(window_delta s)"
@@ -713,7 +721,7 @@ redis_window_secs() { echo $((REDIS_DURATION - REDIS_WARM - REDIS_TAIL)); }
 # through the balancer to 3 replicas: every Redis process's CPU and the
 # messages published in the steady window.
 redis_deployment() {
-    local mode=$1 base i j rports=() roles=() c0=() c1=() p0 p1 r0 r1 rp=() mb0 mt0 mb1 mt1 w0
+    local mode=$1 base i j rports=() roles=() c0=() c1=() p0 p1 r0 r1 rp=() mb0 mt0 ms0 mb1 mt1 ms1 w0
     RUN=$PARENT/$mode
     mkdir -p "$RUN"
     MEASURE=$RUN/measure.txt
@@ -743,7 +751,7 @@ redis_deployment() {
         names+=(single)
         roles+=(master)
     fi
-    read -r mb0 mt0 < <(machine_ticks)
+    read -r mb0 mt0 ms0 < <(machine_ticks)
     w0=$EPOCHREALTIME
     p0=$(published "${rports[@]}")
     r0=$(ticks_of "${rp[@]}")
@@ -752,11 +760,11 @@ redis_deployment() {
     for i in "${!rpids[@]}"; do c1+=("$(cpu_ticks "${rpids[$i]}")"); done
     r1=$(ticks_of "${rp[@]}")
     p1=$(published "${rports[@]}")
-    read -r mb1 mt1 < <(machine_ticks)
+    read -r mb1 mt1 ms1 < <(machine_ticks)
     put window_secs "$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')"
     put window_published "$((p1 - p0))"
     put window_cpu_ticks_replicas "$((r1 - r0))"
-    put window_machine_busy_pct "$(busy_pct "$mb0" "$mt0" "$mb1" "$mt1" "$(nproc)")"
+    put_machine "$mb0" "$mt0" "$ms0" "$mb1" "$mt1" "$ms1"
     for i in "${!rpids[@]}"; do
         put "window_cpu_ticks_redis_${names[$i]}" "$((c1[i] - c0[i]))"
         put "role_redis_${names[$i]}" "${roles[$i]:-unknown}"
