@@ -290,13 +290,14 @@ impl Publisher {
         // map and the subscriptions change under the selection: without this
         // a room's later message could go out before an earlier one waiting
         // for its node, or in another call of the same pipeline.)
-        let mut room_call: HashMap<String, Option<usize>> = HashMap::new();
+        // The place is (call, the room's index in the call's rooms).
+        let mut room_call: HashMap<Arc<str>, Option<(usize, usize)>> = HashMap::new();
         while batch.len() < PIPELINE_MAX {
             let Some(h) = self.held.pop_front() else { break };
             let seen = room_call.get(h.msg.room.as_str()).copied();
-            let ready = seen != Some(None) && self.live.contains(&h.msg.room);
             // Not subscribed here yet (just joined, or resubscribing after
             // its node failed): held until it is, or refused after the hold.
+            let ready = seen != Some(None) && self.live.contains(&h.msg.room);
             let slot = room_slot(&h.msg.room);
             let (node, asking) = match &h.ask {
                 Some(n) => (n.clone(), true),
@@ -307,8 +308,8 @@ impl Publisher {
             let ready = ready && self.ensure(&node);
             let key = (node, (asking || h.alone).then_some(slot), asking);
             let call = index.get(&key).copied();
-            if !ready || seen.is_some_and(|c| c != call) {
-                room_call.insert(h.msg.room.clone(), None);
+            if !ready || seen.is_some_and(|place| place.map(|(g, _)| g) != call) {
+                room_call.insert(Arc::from(h.msg.room.as_str()), None);
                 waiting.push(h);
                 continue;
             }
@@ -318,17 +319,17 @@ impl Publisher {
                 self.request_load(&h.msg.room);
                 continue;
             }
-            let g = call.unwrap_or_else(|| {
-                groups.push(Group { node: key.0.clone(), asking, rooms: Vec::new() });
-                index.insert(key, groups.len() - 1);
-                groups.len() - 1
-            });
-            let rooms = &mut groups[g].rooms;
-            match rooms.iter_mut().find(|(r, _)| **r == *h.msg.room) {
-                Some((_, idx)) => idx.push(batch.len()),
-                None => {
-                    room_call.insert(h.msg.room.clone(), Some(g));
-                    rooms.push((Arc::from(h.msg.room.as_str()), vec![batch.len()]));
+            match seen {
+                Some(Some((g, at))) => groups[g].rooms[at].1.push(batch.len()),
+                _ => {
+                    let g = call.unwrap_or_else(|| {
+                        groups.push(Group { node: key.0.clone(), asking, rooms: Vec::new() });
+                        index.insert(key, groups.len() - 1);
+                        groups.len() - 1
+                    });
+                    let room: Arc<str> = Arc::from(h.msg.room.as_str());
+                    room_call.insert(room.clone(), Some((g, groups[g].rooms.len())));
+                    groups[g].rooms.push((room, vec![batch.len()]));
                 }
             }
             batch.push(h);
