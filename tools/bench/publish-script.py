@@ -4,6 +4,7 @@
 A benchmark, not a test: it reports figures and asserts nothing about time.
 
     tools/bench/publish-script.py [--per-call K ...] [--calls N] [--subscribers S]
+                                  [--runs N] [--script-only] [--redis-config "NAME VALUE"]...
 
 Runs the server's own publish script (PUBLISH_SCRIPT, read from
 server/src/replica/mod.rs) on a fresh redis-server, the way the publisher
@@ -124,11 +125,13 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def run(script, check, per_call, calls, subscribers):
-    """Redis CPU µs per message for one script."""
+def run(script, check, per_call, calls, subscribers, config=()):
+    """Redis CPU µs per message for one script; `config` is extra
+    redis-server options, as NAME VALUE strings."""
     port = free_port()
+    extra = [w for option in config for w in ["--" + option.split()[0]] + option.split()[1:]]
     redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extra,
         stdout=subprocess.DEVNULL,
     )
     stop = threading.Event()
@@ -200,8 +203,20 @@ def main():
     ap.add_argument("--calls", type=int, default=0, help="calls per run (default: 64,000 messages' worth)")
     ap.add_argument("--subscribers", type=int, default=2, help="subscriber connections (replicas hosting the room)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--redis-config",
+        action="append",
+        default=[],
+        metavar="'NAME VALUE'",
+        help="a redis-server option for every run (repeatable), e.g. 'list-max-listpack-size 4'",
+    )
+    ap.add_argument("--script-only", action="store_true", help="only the script as it is, no ablations")
     opts = ap.parse_args()
     rows = ablations(the_script())
+    if opts.script_only:
+        rows = rows[:1]
+    if opts.redis_config:
+        print("redis-server options: %s" % ", ".join(opts.redis_config))
     print("Redis CPU µs per message; %d subscribers; median of %d runs; %s" % (opts.subscribers, opts.runs, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     print("| script | " + " | ".join("%d per call" % k for k in opts.per_call) + " |")
     print("| --- |" + " --- |" * len(opts.per_call))
@@ -209,7 +224,7 @@ def main():
         cells = []
         for k in opts.per_call:
             calls = opts.calls or max(1, 64000 // k)
-            runs = [run(script, check, k, calls, opts.subscribers) for _ in range(opts.runs)]
+            runs = [run(script, check, k, calls, opts.subscribers, opts.redis_config) for _ in range(opts.runs)]
             cells.append("%.1f" % statistics.median(runs))
         print("| %s | %s |" % (name, " | ".join(cells)), flush=True)
     print("load average after: %s" % open("/proc/loadavg").read().split()[:3])
