@@ -776,6 +776,17 @@ def peers_section(runs, machine):
     if cmp:
         text += ["`WORKERS=1` against uWebSockets, where issue 13 asks for both figures at or below uWebSockets': "
                  + "; ".join(cmp) + ".", ""]
+    # Issue 13: on cores shared with other processes, more workers must not make latency worse than one.
+    one, two = by.get("websocket-server-1w", {}), by.get("websocket-server", {})
+    both = [o for o in offered if one.get(o) and two.get(o)]
+    if both:
+        worse = [f"{rate_text(o)} ({fmt(med(two[o], 'latency_p99_ms'), 1)} against {fmt(med(one[o], 'latency_p99_ms'), 1)} ms"
+                 + (", a step both failed in a run" if any(not x["ok"] for x in one[o]) and any(not x["ok"] for x in two[o])
+                    else "") + ")"
+                 for o in both if med(two[o], "latency_p99_ms") > med(one[o], "latency_p99_ms")]
+        text += [f"`WORKERS=2` against `WORKERS=1` on these shared cores (issue 13: more workers must not make latency "
+                 f"worse than one): p99 at or below `WORKERS=1`'s at {len(both) - len(worse)} of the {len(both)} steps "
+                 "both reached" + (f"; above it at {'; '.join(worse)}." if worse else "."), ""]
     cores = 100 * int(machine.get("nproc", 0) or 1)
     busy = []
     for k in kinds:
