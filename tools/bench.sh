@@ -166,6 +166,10 @@ log_cmd() {
     printf '%s %s\n' "$CURRENT" "${line% }" >>"$OUT/commands.txt"
 }
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# runq_wait_ns PID: how long the process's threads have waited, runnable, for
+# a core (the second field of /proc/PID/task/*/schedstat, in ns; 0 if gone).
+# Beside its CPU time this says whether it was idle or held back by the others.
+runq_wait_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ w += $2 } END { printf "%.0f\n", w }'; }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 metric() {
     curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null | awk -v m="$2" '$1 == m { print $2; exit }' || true
@@ -332,8 +336,10 @@ sample_window() {
     w["u"]=$EPOCHREALTIME
     read -r "w[mb]" "w[mt]" "w[ms]" < <(machine_ticks)
     w["c"]=$(cpu_ticks "$SERVER_PID")
+    w["q"]=$(runq_wait_ns "$SERVER_PID")
     for p in "$@"; do
         w["f$i"]=$(cpu_ticks "$p")
+        w["g$i"]=$(runq_wait_ns "$p")
         i=$((i + 1))
     done
     w["a"]=$EPOCHREALTIME
@@ -541,6 +547,7 @@ fanout_once() {
     put_machine "${W0[mb]}" "${W0[mt]}" "${W0[ms]}" "${W1[mb]}" "${W1[mt]}" "${W1[ms]}"
     put window_secs "$(awk -v a0="${W0[a]}" -v b0="${W0[b]}" -v a1="${W1[a]}" -v b1="${W1[b]}" 'BEGIN { printf "%.3f", (a1 + b1 - a0 - b0) / 2 }')"
     put window_cpu_ticks "$((W1[c] - W0[c]))"
+    put window_runq_wait_ns "$((W1[q] - W0[q]))"
     put window_delivered "$(window_delta d)"
     put window_write_syscalls "$(window_delta s)"
     cf_wait
@@ -643,6 +650,7 @@ peers_step() {
         # A process gone before the end (cpu_ticks 0) has no figure.
         if ((${W1["f$i"]} >= ${W0["f$i"]})); then
             put "window_cpu_ticks_connflood_$i" "$((${W1["f$i"]} - ${W0["f$i"]}))"
+            put "window_runq_wait_ns_connflood_$i" "$((${W1["g$i"]} - ${W0["g$i"]}))"
             total=$((total + ${W1["f$i"]} - ${W0["f$i"]}))
         else
             gone=$((gone + 1))
@@ -652,6 +660,7 @@ peers_step() {
     put window_cpu_ticks_connflood "$total"
     put_machine "${W0[mb]}" "${W0[mt]}" "${W0[ms]}" "${W1[mb]}" "${W1[mt]}" "${W1[ms]}"
     put window_cpu_ticks "$((W1[c] - W0[c]))"
+    put window_runq_wait_ns "$((W1[q] - W0[q]))"
     put window_delivered "$(window_delta d)"
     put window_write_syscalls "$(window_delta s)"
     cf_wait
