@@ -19,6 +19,8 @@ Besides the script as it is, it runs it with the check a cluster call makes
 ablations of it, to split the cost:
   no SPUBLISH         the script without its publish (delivery to subscribers)
   no RPUSH            the script without the Redis history list
+  neither             without both: what the seq counter, the arguments and
+                      the script's own Lua cost alone
   arguments only      a script that returns at once (the call, its arguments
                       turned into Redis and Lua strings, the reply, the socket)
 Each row is the median of --runs runs. Everything runs on 127.0.0.1, on a
@@ -59,6 +61,7 @@ def ablations(script):
         ("the same, with the cluster check", script, True),
         ("no SPUBLISH", script.replace(publish, ""), False),
         ("no RPUSH", script.replace(push, ""), False),
+        ("neither", script.replace(publish, "").replace(push, ""), False),
         ("arguments only", "#!lua\nreturn {}\n", False),
     ]
 
