@@ -1178,7 +1178,7 @@ def main():
 
 # Sections of docs/benchmarks.md written by other scripts (with their own
 # commands), kept as they are when this report is regenerated.
-CARRIED_SECTIONS = ("## permessage-deflate",)
+CARRIED_SECTIONS = ("## permessage-deflate", "## Redis CPU per message: where it goes")
 
 
 def carry_over_sections(doc, doc_path):
