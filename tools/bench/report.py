@@ -1460,11 +1460,13 @@ def render(results, machine, quick, figures, commands):
         "59–83 % and waited 16–39 % over its five steps; each connflood process ran 36–65 % and waited 30–40 %. The "
         "kernel's split of two cores among the runnable threads, not a server's own ceiling, ends the ladder, and "
         "what a server gets done with its share (its CPU per delivery) decides how far it goes. The peers section "
-        "records that wait per step since."
-        " The single-node sequencer's thread hop (worker → `hub` → worker) is not where that latency comes from: at "
-        "1.3M with `WORKERS=1` (2026-12-03 17:01 UTC, per thread) the `hub` thread ran 0.6 % of a core and waited 1.6"
-        " ms on average per wake-up (133 a second), the worker ran 55 % and waited 0.76 ms per wake-up, against a p50"
-        " of 78 ms and a p99 of 287 ms in that step.",
+        "records that wait per step since. The single-node sequencer's thread hop (worker → `hub` → worker) is not "
+        "where that latency comes from: at 1.3M with `WORKERS=1` (2026-12-03 17:01 UTC, per thread) the `hub` thread "
+        "ran 0.6 % of a core and waited 1.6 ms on average per wake-up (133 a second), the worker ran 55 % and waited "
+        "0.76 ms per wake-up, against a p50 of 78 ms and a p99 of 287 ms in that step. With `WORKERS=2` at the same "
+        "step (17:19 UTC) the `hub` waited 2.2 ms per wake-up and each worker 1.8 ms, and the server used 69 % of a "
+        "core at 0.54 CPU s per million deliveries (0.42 with one worker) — CPU the clients then lacked: the "
+        "likeliest reason two workers have the higher p99 at that step.",
         "- **20,000 open files per process, a hard limit.** A single-node server process uses 13 descriptors of its "
         "own (listeners, epoll instances, wakers, stdio), so it could hold 19,987 WebSocket connections; the idle "
         "scenario asks for 19,950. Its default `MAX_CONNECTIONS` is the limit minus 1,000, which leaves room for "
