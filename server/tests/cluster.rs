@@ -1,8 +1,10 @@
 //! Replica mode on a real Redis Cluster: three masters with a replica each
 //! (redis-server 7, cluster mode, on free loopback ports, created with
 //! `redis-cli --cluster create`). Rooms spread over the three shards; two
-//! server replicas act as one chat through a master failover; a
-//! REDIS_CLUSTER_NODES that points at a standalone Redis stops the server.
+//! server replicas act as one chat through a master failover, a killed
+//! master and a resharding; a REDIS_CLUSTER_NODES that points at a
+//! standalone Redis stops the server. A restart of every node (ignored: a
+//! known race, see the test) is here to reproduce it.
 
 mod common;
 
@@ -30,40 +32,65 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// One redis-server in cluster mode on `port`, without persistence: its
+/// cluster configuration (`nodes-I.conf` in `dir`) survives a restart, its
+/// data does not.
+fn spawn_node(dir: &std::path::Path, i: usize, port: u16) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            dir.join(format!("nodes-{i}.conf")).to_str().unwrap(),
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-replica-validity-factor",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server")
+}
+
 impl Cluster {
     fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("ws-cluster-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut nodes = Vec::new();
-        for i in 0..6 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    dir.join(format!("nodes-{i}.conf")).to_str().unwrap(),
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--cluster-replica-validity-factor",
-                    "0",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    dir.to_str().unwrap(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            nodes.push((port, child));
+        Cluster::start_on((0..6).map(|_| free_port()).collect())
+    }
+
+    /// A cluster that will be restarted whole ([`Cluster::restart_all`]):
+    /// its ports (and bus ports, 10,000 above) lie below the kernel's
+    /// ephemeral range, so that while its nodes are down no other test's
+    /// [`free_port`] can hand one of them out (a node of another cluster
+    /// there would meet this cluster's nodes when they come back).
+    fn start_for_restart() -> Cluster {
+        let mut ports: Vec<u16> = Vec::new();
+        let mut candidate = 20_000 + (std::process::id() % 2_000) as u16;
+        while ports.len() < 6 {
+            candidate = if candidate >= 22_700 { 20_000 } else { candidate + 7 };
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if !ports.contains(&candidate) && free(candidate) && free(candidate + 10_000) {
+                ports.push(candidate);
+            }
         }
+        Cluster::start_on(ports)
+    }
+
+    fn start_on(ports: Vec<u16>) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("ws-cluster-{}-{}", std::process::id(), ports[0]));
+        std::fs::create_dir_all(&dir).unwrap();
+        let nodes: Vec<(u16, Child)> =
+            ports.into_iter().enumerate().map(|(i, port)| (port, spawn_node(&dir, i, port))).collect();
         for (port, _) in &nodes {
             eventually("redis-server up", || redis_cli(*port, &["ping"]).trim() == "PONG");
         }
@@ -121,6 +148,24 @@ impl Cluster {
         let (_, child) = self.nodes.iter_mut().find(|(p, _)| *p == port).expect("a node of the cluster");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// SIGKILLs every node, then starts each again on its port: the slot
+    /// map comes back from the nodes' configuration files, the data is lost
+    /// (as in a crash of a cluster without persistence). Returns once the
+    /// cluster is `ok` again.
+    fn restart_all(&mut self) {
+        for (_, child) in &mut self.nodes {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        for (i, (port, child)) in self.nodes.iter_mut().enumerate() {
+            *child = spawn_node(&self.dir, i, *port);
+        }
+        for (port, _) in &self.nodes {
+            eventually("redis-server up again", || redis_cli(*port, &["ping"]).trim() == "PONG");
+        }
+        self.await_ok();
     }
 
     /// Moves `slot` from the master on `from` to the one on `to` as
@@ -220,8 +265,8 @@ fn assert_no_loss(room: &str, reports: &[Report]) {
     let delivered: BTreeSet<&String> = seen.values().collect();
     assert_eq!(delivered.len(), seen.len(), "{room}: a message was sequenced twice");
     let refused: usize = reports.iter().map(|r| r.refused.len()).sum();
-    let lost = reports.iter().flat_map(|r| &r.sent).filter(|t| !delivered.contains(t)).count();
-    assert!(lost <= refused, "{room}: {lost} messages lost, {refused} refused");
+    let lost: Vec<&String> = reports.iter().flat_map(|r| &r.sent).filter(|t| !delivered.contains(t)).collect();
+    assert!(lost.len() <= refused, "{room}: {} messages lost, {refused} refused: {lost:?}", lost.len());
 }
 
 #[test]
@@ -486,6 +531,111 @@ fn a_room_whose_slot_moves_mid_traffic_loses_nothing() {
         }
         assert_no_loss(room, &mine);
     }
+}
+
+/// Every node of the cluster killed and started again mid-traffic (no
+/// persistence: the slot map comes back, the data does not), as the single
+/// Redis of replica.rs is: nothing lost or doubled (what could not be
+/// published while the cluster was down is refused with `unavailable`, its
+/// sender told), one gapless order per room on both pods, and each room's
+/// sequence goes on from the pods' floors instead of starting again at 1.
+///
+/// Ignored: it finds a known race (docs/architecture.md, "When Redis
+/// fails"). In about 1 run in 5 of this file under two busy loops, a
+/// message published at the moment of the kill is lost: its pod got the
+/// reply (seq N, and stored it) but no subscriber got the publish, Redis
+/// lost the counter, and the next publish into the room was numbered N
+/// again from a floor that never saw N; MongoDB's unique `(room, seq)`
+/// then keeps one of the two. Run it with
+/// `cargo test -p websocket-server --test cluster -- --ignored`.
+#[test]
+#[ignore = "known race: a seq assigned just before a whole-Redis data loss can be assigned again (docs/architecture.md)"]
+fn a_whole_cluster_restart_mid_traffic_loses_nothing_and_the_sequences_continue() {
+    let mut cluster = Cluster::start_for_restart();
+    let seeds = cluster.seeds();
+    // With the store, as in production: after Redis lost its data a pod
+    // numbers a room only once it knows the room's latest seq.
+    let mongo = MongoWire::start();
+    let uri = mongo.uri();
+    let (servers, ports) = two_pods(&seeds, &[("MONGO_URI", &uri)]);
+    let masters = cluster.masters();
+    let rooms: Vec<String> =
+        (0..3).map(|m| (0..200).map(|i| format!("w{i}")).find(|r| owner_of(&masters, r) == m).unwrap()).collect();
+    let clients: Vec<(usize, Tracker)> =
+        (0..rooms.len() * 2).map(|i| (i / 2, Tracker::start(ports.clone(), i % 2, &rooms[i / 2], "c"))).collect();
+    let send_round = |round: usize| {
+        for (i, (r, c)) in clients.iter().enumerate() {
+            c.send(&format!("{}:{i}:{round}", rooms[*r]));
+        }
+    };
+    for round in 0..10 {
+        send_round(round);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually("every client saw the first rounds", || clients.iter().all(|(_, c)| c.last_seq() >= 20));
+    let mut rounds = 10;
+    std::thread::scope(|s| {
+        let restarted = s.spawn(|| cluster.restart_all());
+        while !restarted.is_finished() && rounds < 200 {
+            send_round(rounds);
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        restarted.join().expect("the cluster came back");
+    });
+    assert!(rounds > 11, "traffic went on while the cluster restarted (else this test proves nothing)");
+    let during = rounds - 10;
+    // After the restart: traffic again, until every pod publishes and
+    // delivers (a last round seen by every client).
+    let last = loop {
+        send_round(rounds);
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        let delivered = |(_, c): &(usize, Tracker)| c.last_seq() > 0;
+        if rounds > 400
+            || (clients.iter().all(delivered) && servers.iter().all(|s| s.metric("websocket_redis_connected") == 1.0))
+        {
+            break rounds - 1;
+        }
+    };
+    // Settled: everything delivered, or nothing held by either pod (a held
+    // message is published when its node is back, or refused after the
+    // hold) and nothing new for 3 s.
+    let per_room = 2 * rounds as u64;
+    let (start, mut seen, mut changed) = (Instant::now(), Vec::new(), Instant::now());
+    while start.elapsed() < Duration::from_secs(40) {
+        let now: Vec<u64> = clients.iter().map(|(_, c)| c.last_seq()).collect();
+        let held: f64 = servers.iter().map(|s| s.metric("websocket_redis_held")).sum();
+        if now.iter().all(|&n| n >= per_room) || (held == 0.0 && changed.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        if now != seen {
+            (seen, changed) = (now, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reports: Vec<(usize, Report)> = clients.into_iter().map(|(r, c)| (r, c.finish())).collect();
+    for (r, room) in rooms.iter().enumerate() {
+        let mine: Vec<Report> = reports.iter().filter(|(x, _)| *x == r).map(|(_, rep)| rep.clone()).collect();
+        for rep in &mine {
+            assert!(rep.refused.iter().all(|c| c == "unavailable"), "{room}: {:?}", rep.refused);
+            assert!(
+                rep.texts.iter().any(|t| t.ends_with(&format!(":{last}"))),
+                "{room}: the last round ({last}) was delivered after the restart ({} of {} sent delivered)",
+                rep.texts.len(),
+                rep.sent.len()
+            );
+            assert_eq!(rep.texts, mine[0].texts, "{room}: both pods deliver the same order");
+        }
+        assert_no_loss(room, &mine);
+        let n = mine[0].seqs.len() as u64;
+        assert_eq!(mine[0].seqs, (1..=n).collect::<Vec<u64>>(), "{room}: the sequence went on from before the restart");
+    }
+    for s in &servers {
+        assert!(s.metric("websocket_redis_reconnects_total") >= 1.0, "the pods reconnected");
+    }
+    let refused: usize = reports.iter().map(|(_, r)| r.refused.len()).sum();
+    eprintln!("{during} rounds sent while the cluster restarted, {last} in all; {refused} messages refused");
 }
 
 #[test]
