@@ -346,6 +346,9 @@ metric_struct! {
         /// Messages MongoDB refused for good (per-document permanent errors).
         mongo_rejected: AtomicU64 = counter "websocket_mongo_rejected_total"
             "Messages MongoDB refused for good (validation, too large...): logged with room and seq, not stored.";
+        /// Messages not stored because MongoDB holds their seq as another message.
+        mongo_seq_conflicts: AtomicU64 = counter "websocket_mongo_seq_conflicts_total"
+            "Messages not stored: MongoDB holds their (room, seq) as another message (a seq given twice).";
         /// MongoDB errors seen.
         mongo_errors: AtomicU64 = counter "websocket_mongo_errors_total" "MongoDB errors.";
     }

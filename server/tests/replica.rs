@@ -205,6 +205,39 @@ fn a_redis_restart_mid_traffic_loses_nothing_and_the_sequence_continues() {
     }
 }
 
+/// A seq given twice — what the known race of docs/architecture.md ("When
+/// Redis fails") does after Redis lost acknowledged writes: MongoDB already
+/// holds `(room, 1)` as another message when the pod stores its message 1.
+/// That message is not stored, and this is logged and counted, not counted
+/// as written (a resend of the same message stays "already written").
+#[test]
+fn a_seq_mongodb_holds_as_another_message_is_logged_and_counted() {
+    let redis = Redis::start();
+    let mongo = MongoWire::start();
+    let s = replica("pod-0", &redis, Some(&mongo), &[]);
+    let client = Tracker::start(vec![s.port], 0, "cx", "c");
+    // The pod knows the room (empty) and will number from 1; the other
+    // message takes seq 1 in MongoDB behind its back.
+    let db = mongodb::sync::Client::with_uri_str(mongo.uri()).unwrap();
+    db.database("chat")
+        .collection::<mongodb::bson::Document>("messages")
+        .insert_one(mongodb::bson::doc! {
+            "room": "cx", "seq": 1_i64, "id": "someone-else", "username": "u", "message": "first",
+            "podName": "elsewhere", "timestamp": mongodb::bson::DateTime::now(),
+        })
+        .run()
+        .unwrap();
+    client.send("second");
+    eventually("the conflict counted", || s.metric("websocket_mongo_seq_conflicts_total") == 1.0);
+    assert!(s.logged("MongoDB holds seq 1 of room cx as message someone-else"), "{:#?}", s.log.lock().unwrap());
+    assert_eq!(s.metric("websocket_mongo_written_total"), 0.0, "not counted as written");
+    assert_eq!(s.metric("websocket_mongo_queue_depth"), 0.0);
+    // The stored message 1 is the other one; the pod's own is not there twice.
+    assert_eq!(mongo.stored().into_iter().filter(|(r, _)| r == "cx").count(), 1);
+    let rep = client.finish();
+    assert_eq!(rep.texts, vec!["second".to_string()], "delivered (it is the stored copy that conflicts)");
+}
+
 #[test]
 fn a_mongodb_outage_of_ten_seconds_is_written_through_exactly_once() {
     let redis = Redis::start();

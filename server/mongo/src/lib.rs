@@ -106,7 +106,9 @@ impl Mongo {
         Ok(())
     }
 
-    /// Writes `batch` unordered. Duplicates count as written. `tries[i]` is
+    /// Writes `batch` unordered. Duplicates of a stored message count as
+    /// written; a message whose `(room, seq)` is held by another message is
+    /// a conflict ([`BatchResult::conflicts`]). `tries[i]` is
     /// how many times message `i` was refused before (see
     /// [`outcome::classify`]). `Err`: the whole batch is to be retried.
     pub fn insert(&self, batch: &[StoredMessage], tries: &[u8]) -> Result<BatchResult, Error> {
@@ -121,14 +123,46 @@ impl Mongo {
                 let r = classify(&e, &sent_tries).ok_or(e)?;
                 out.rejected = r.rejected.into_iter().map(|(i, code, msg)| (fit[i], code, msg)).collect();
                 out.retry = r.retry.into_iter().map(|i| fit[i]).collect();
+                out.duplicates = r.duplicates.into_iter().map(|i| fit[i]).collect();
             }
         }
+        out.conflicts = self.conflicts(batch, &out.duplicates)?;
         for (i, size) in sizes.iter().enumerate() {
             if let Some(size) = size {
                 out.rejected.push((i, TOO_LARGE, format!("document of {size} bytes, over MongoDB's {MAX_DOCUMENT}")));
             }
         }
         Ok(out)
+    }
+
+    /// Of the messages refused as duplicates, those whose `(room, seq)`
+    /// MongoDB holds as another message (by id), with that message's id:
+    /// one read, only when a batch met duplicates (a retried batch, a
+    /// resend, or a seq given twice).
+    fn conflicts(&self, batch: &[StoredMessage], duplicates: &[usize]) -> Result<Vec<(usize, String)>, Error> {
+        if duplicates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = |m: &StoredMessage| doc! {"room": &m.room, "seq": i64::try_from(m.seq).unwrap_or(i64::MAX)};
+        let filter = doc! {"$or": duplicates.iter().map(|&i| key(&batch[i])).collect::<Vec<Document>>()};
+        let mut held = std::collections::HashMap::new();
+        for d in self.coll.find(filter).projection(doc! {"room": 1, "seq": 1, "id": 1}).run()? {
+            let d = d?;
+            let seq =
+                d.get_i64("seq").or_else(|_| d.get_i32("seq").map(i64::from)).ok().and_then(|s| u64::try_from(s).ok());
+            if let (Ok(room), Some(seq)) = (d.get_str("room"), seq) {
+                held.insert((room.to_string(), seq), d.get_str("id").unwrap_or_default().to_string());
+            }
+        }
+        Ok(duplicates
+            .iter()
+            .filter_map(|&i| {
+                let m = &batch[i];
+                let stored = held.get(&(m.room.clone(), m.seq))?;
+                // An id-less document (written by something else) cannot be told apart.
+                (!stored.is_empty() && *stored != m.id).then(|| (i, stored.clone()))
+            })
+            .collect())
     }
 
     /// The last `n` messages of `room`, oldest first.

@@ -42,6 +42,14 @@ pub struct BatchResult {
     pub rejected: Vec<(usize, i32, String)>,
     /// Messages to write again (index in the batch, ascending).
     pub retry: Vec<usize>,
+    /// Messages refused as a duplicate `(room, seq)` (index in the batch):
+    /// stored already — or another message holds their seq (see
+    /// [`Mongo::insert`](crate::Mongo::insert), which tells the two apart).
+    pub duplicates: Vec<usize>,
+    /// Messages whose `(room, seq)` MongoDB holds as *another* message
+    /// (index in the batch, the stored message's id): a seq given twice,
+    /// so this one is not stored.
+    pub conflicts: Vec<(usize, String)>,
 }
 
 /// What a per-document error code means.
@@ -89,7 +97,7 @@ pub fn classify(e: &mongodb::error::Error, tries: &[u8]) -> Option<BatchResult> 
             (failure.write_errors.clone().unwrap_or_default(), failure.write_concern_error.is_some())
         }
         ErrorKind::Write(WriteFailure::WriteError(we)) if we.code == DUPLICATE_KEY => {
-            return Some(BatchResult::default())
+            return Some(BatchResult { duplicates: (0..tries.len()).collect(), ..BatchResult::default() })
         }
         _ => return None,
     };
@@ -99,7 +107,10 @@ pub fn classify(e: &mongodb::error::Error, tries: &[u8]) -> Option<BatchResult> 
         let Some(slot) = failed.get_mut(we.index) else { continue };
         *slot = true;
         let give_up = match doc_error(we.code) {
-            DocError::Duplicate => continue,
+            DocError::Duplicate => {
+                out.duplicates.push(we.index);
+                continue;
+            }
             DocError::Transient => false,
             DocError::Permanent => true,
             DocError::Unknown => tries[we.index].saturating_add(1) >= UNKNOWN_TRIES,
@@ -160,6 +171,7 @@ mod tests {
         let r = classify(&e, &[0; 4]).expect("per-document outcome");
         assert_eq!(r.rejected, vec![(1, 121, "code 121".to_string())]);
         assert_eq!(r.retry, vec![2]);
+        assert_eq!(r.duplicates, vec![0], "set apart for the conflict check");
         // Unknown codes: retried, then dropped on the last try.
         let e = insert_many_error(&[(0, 8), (1, 8)], false);
         let r = classify(&e, &[0, UNKNOWN_TRIES - 1]).unwrap();
@@ -168,8 +180,10 @@ mod tests {
         let e = insert_many_error(&[(1, 121)], true);
         let r = classify(&e, &[0; 3]).unwrap();
         assert_eq!((r.retry, r.rejected.len()), (vec![0, 2], 1));
-        // Only duplicates: the batch is written.
-        assert_eq!(classify(&insert_many_error(&[(0, 11000)], false), &[0; 2]), Some(BatchResult::default()));
+        // Only duplicates: nothing to retry or drop (Mongo::insert then
+        // checks whose message MongoDB holds under their seq).
+        let only = BatchResult { duplicates: vec![0], ..BatchResult::default() };
+        assert_eq!(classify(&insert_many_error(&[(0, 11000)], false), &[0; 2]), Some(only));
     }
 
     #[test]

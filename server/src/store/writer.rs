@@ -20,7 +20,10 @@
 //! [`UNKNOWN_TRIES`](websocket_mongo::UNKNOWN_TRIES) times, then dropped. A
 //! dropped message is logged here with its room and seq and counted
 //! (`websocket_mongo_rejected_total`); the rest of its batch goes on, so
-//! one poison message never stalls persistence.
+//! one poison message never stalls persistence. A duplicate whose
+//! `(room, seq)` MongoDB holds as another message (a seq given twice, after
+//! Redis lost acknowledged writes) is not stored either: logged and counted
+//! (`websocket_mongo_seq_conflicts_total`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -137,9 +140,21 @@ impl Writer {
                             one_line(message)
                         );
                     }
+                    for (i, stored_id) in &result.conflicts {
+                        let msg = &batch[*i];
+                        log::error!(
+                            "MongoDB holds seq {} of room {} as message {stored_id}, not as message {}: a seq was given \
+                             twice (Redis lost acknowledged writes); this one is not stored",
+                            msg.seq,
+                            msg.room,
+                            msg.id
+                        );
+                    }
                     let done = batch.len() - result.retry.len();
+                    let not_written = result.rejected.len() + result.conflicts.len();
                     m.mongo_rejected.fetch_add(result.rejected.len() as u64, Relaxed);
-                    m.mongo_written.fetch_add((done - result.rejected.len()) as u64, Relaxed);
+                    m.mongo_seq_conflicts.fetch_add(result.conflicts.len() as u64, Relaxed);
+                    m.mongo_written.fetch_add((done - not_written) as u64, Relaxed);
                     m.mongo_queue.fetch_sub(done as i64, Relaxed);
                     // Keep only what is to be written again, with its count of tries.
                     let mut keep = result.retry.iter().peekable();
