@@ -545,10 +545,10 @@ fn a_room_whose_slot_moves_mid_traffic_loses_nothing() {
 /// can be lost: its pod got the reply (seq N, and stored it) but no
 /// subscriber got the publish, Redis lost the counter, and the next publish
 /// into the room was numbered N again from a floor that never saw N;
-/// MongoDB's unique `(room, seq)` then keeps one of the two. Alone it seldom meets the window; to see it,
-/// run the whole file with it (`cargo test -p websocket-server --test
-/// cluster -- --include-ignored`) beside two busy loops: 3 of 14 runs
-/// failed so on the project's machine.
+/// MongoDB's unique `(room, seq)` then keeps one of the two. Alone it
+/// seldom meets the window; to see it, run the whole file with it
+/// (`cargo test -p websocket-server --test cluster -- --include-ignored`)
+/// beside two busy loops: 3 of 14 runs failed so on the project's machine.
 #[test]
 #[ignore = "known race: a seq assigned just before a whole-Redis data loss can be assigned again (docs/architecture.md)"]
 fn a_whole_cluster_restart_mid_traffic_loses_nothing_and_the_sequences_continue() {

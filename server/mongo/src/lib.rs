@@ -39,7 +39,7 @@ pub use outcome::{doc_error, BatchResult, DocError, MAX_DOCUMENT, UNKNOWN_TRIES}
 pub use record::StoredMessage;
 
 use outcome::{classify, oversize, TOO_LARGE};
-use record::{from_document, to_document};
+use record::{from_document, key, key_of, to_document};
 
 /// How long an operation may wait to find a usable server.
 const SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -143,15 +143,12 @@ impl Mongo {
         if duplicates.is_empty() {
             return Ok(Vec::new());
         }
-        let key = |m: &StoredMessage| doc! {"room": &m.room, "seq": i64::try_from(m.seq).unwrap_or(i64::MAX)};
         let filter = doc! {"$or": duplicates.iter().map(|&i| key(&batch[i])).collect::<Vec<Document>>()};
         let mut held = std::collections::HashMap::new();
         for d in self.coll.find(filter).projection(doc! {"room": 1, "seq": 1, "id": 1}).run()? {
             let d = d?;
-            let seq =
-                d.get_i64("seq").or_else(|_| d.get_i32("seq").map(i64::from)).ok().and_then(|s| u64::try_from(s).ok());
-            if let (Ok(room), Some(seq)) = (d.get_str("room"), seq) {
-                held.insert((room.to_string(), seq), d.get_str("id").unwrap_or_default().to_string());
+            if let Some(k) = key_of(&d) {
+                held.insert(k, d.get_str("id").unwrap_or_default().to_string());
             }
         }
         Ok(duplicates

@@ -33,17 +33,27 @@ pub struct StoredMessage {
     pub user_id: Option<String>,
 }
 
+/// A message's key as stored, `{room, seq}` (the unique index).
+pub(crate) fn key(m: &StoredMessage) -> Document {
+    doc! {"room": &m.room, "seq": m.seq as i64}
+}
+
+/// The `(room, seq)` of a stored document, if it has them.
+pub(crate) fn key_of(d: &Document) -> Option<(String, u64)> {
+    let seq = d.get_i64("seq").or_else(|_| d.get_i32("seq").map(i64::from)).ok()?;
+    Some((d.get_str("room").ok()?.to_string(), u64::try_from(seq).ok()?))
+}
+
 /// The stored form of a message.
 pub(crate) fn to_document(m: &StoredMessage) -> Document {
-    let mut d = doc! {
-        "room": &m.room,
-        "seq": m.seq as i64,
+    let mut d = key(m);
+    d.extend(doc! {
         "id": &m.id,
         "username": &m.username,
         "message": &m.message,
         "podName": &m.pod_name,
         "timestamp": DateTime::from_millis(m.timestamp_ms),
-    };
+    });
     if let Some(client_id) = &m.client_id {
         d.insert("clientId", client_id);
     }
@@ -55,9 +65,10 @@ pub(crate) fn to_document(m: &StoredMessage) -> Document {
 
 /// A stored message read back; `None` if the document is not one of ours.
 pub(crate) fn from_document(d: &Document) -> Option<StoredMessage> {
+    let (room, seq) = key_of(d)?;
     Some(StoredMessage {
-        room: d.get_str("room").ok()?.to_string(),
-        seq: u64::try_from(d.get_i64("seq").or_else(|_| d.get_i32("seq").map(i64::from)).ok()?).ok()?,
+        room,
+        seq,
         id: d.get_str("id").unwrap_or_default().to_string(),
         username: d.get_str("username").ok()?.to_string(),
         message: d.get_str("message").ok()?.to_string(),
