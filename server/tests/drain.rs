@@ -24,7 +24,7 @@ fn sigterm_drains_every_client_with_1001_and_exits_zero_in_time() {
     for ws in clients.iter_mut() {
         let mut notice = false;
         let code = loop {
-            match ws.read() {
+            match read_frame(ws) {
                 Ok(Message::Text(t)) => {
                     let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                     if v["message"] == "Server is shutting down. Please reconnect." {

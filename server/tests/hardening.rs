@@ -136,7 +136,7 @@ fn a_dead_worker_is_seen_and_the_process_drains_and_exits_non_zero() {
     for ws in &mut clients {
         let start = Instant::now();
         let code = loop {
-            match ws.read() {
+            match read_frame(ws) {
                 Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
                 Ok(_) => continue,
                 Err(_) => break None,

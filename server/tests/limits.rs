@@ -98,7 +98,7 @@ fn a_slow_consumer_is_closed_and_others_are_not_stalled() {
     let reader = std::thread::spawn(move || {
         let mut last = 0;
         while last < total as u64 {
-            if let Message::Text(t) = fast.read().expect("fast reader is never closed") {
+            if let Message::Text(t) = read_frame(&mut fast).expect("fast reader is never closed") {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                 assert_eq!(v["seq"].as_u64(), Some(last + 1), "no gap");
                 last += 1;
@@ -215,7 +215,7 @@ fn a_client_close_is_echoed_and_counted() {
     let (mut ws, _) = join(&server, "room=bye");
     ws.close(Some(tungstenite::protocol::CloseFrame { code: 4001u16.into(), reason: "done".into() })).unwrap();
     let echoed = loop {
-        match ws.read() {
+        match read_frame(&mut ws) {
             Ok(Message::Close(f)) => break f.map(|f| u16::from(f.code)),
             Ok(_) => continue,
             Err(e) => panic!("{e}"),

@@ -178,10 +178,23 @@ pub fn join(server: &Server, query: &str) -> (Ws, Value) {
     (ws, welcome)
 }
 
+/// The next frame, like `read_frame(&mut ws)`, but a read interrupted by a signal
+/// (`EINTR`: a blocking read with a timeout is not restarted after the
+/// process was stopped and continued, e.g. by a freeze of the machine) is
+/// read again instead of failing the test.
+pub fn read_frame<S: Read + Write>(ws: &mut WebSocket<S>) -> tungstenite::Result<Message> {
+    loop {
+        match ws.read() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// The next text frame, as JSON (pings are answered by tungstenite).
 pub fn recv_json(ws: &mut Ws) -> Value {
     loop {
-        match ws.read().expect("read a frame") {
+        match read_frame(ws).expect("read a frame") {
             Message::Text(t) => return serde_json::from_str(&t).expect("JSON text"),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected text, got {other:?}"),
@@ -216,7 +229,7 @@ pub fn recv_chats(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
 pub fn recv_close(ws: &mut Ws) -> u16 {
     let start = Instant::now();
     while start.elapsed() < WAIT {
-        match ws.read() {
+        match read_frame(ws) {
             Ok(Message::Close(Some(f))) => return f.code.into(),
             Ok(Message::Close(None)) => return 1005,
             Ok(_) => continue,

@@ -3,6 +3,7 @@
 //! and records every chat seq it is shown, so a test can check that the
 //! whole run has no gap and no duplicate for it.
 
+use super::read_frame;
 use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
@@ -118,7 +119,7 @@ fn run(
         report.connections += 1;
         // The welcome.
         let welcome: serde_json::Value = loop {
-            match ws.read() {
+            match read_frame(&mut ws) {
                 Ok(Message::Text(t)) => break serde_json::from_str(&t).unwrap(),
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -163,7 +164,7 @@ fn run(
                 report.sent.push(queue.pop_front().unwrap());
                 idle_since = Instant::now();
             }
-            match ws.read() {
+            match read_frame(&mut ws) {
                 Ok(Message::Text(t)) => {
                     idle_since = Instant::now();
                     let v: serde_json::Value = serde_json::from_str(&t).unwrap();
