@@ -331,6 +331,9 @@ metric_struct! {
         gap_filled: AtomicU64 = counter "websocket_gap_filled_total" "Messages fetched from history to fill a seq gap.";
         /// Gaps that could not be filled (the room's clients were made to resume).
         gap_resyncs: AtomicU64 = counter "websocket_gap_resyncs_total" "Unfillable seq gaps (clients told to resume).";
+        /// Rooms whose Redis counter was found below this pod's floor.
+        seq_raised: AtomicU64 = counter "websocket_redis_seq_raised_total"
+            "Rooms whose Redis counter was found below this pod's floor (Redis lost writes) and raised to it.";
         /// Messages waiting for MongoDB (gauge).
         mongo_queue: AtomicI64 = gauge "websocket_mongo_queue_depth" "Messages waiting to be written to MongoDB.";
         /// Messages written to MongoDB.

@@ -238,6 +238,48 @@ fn a_seq_mongodb_holds_as_another_message_is_logged_and_counted() {
     assert_eq!(rep.texts, vec!["second".to_string()], "delivered (it is the stored copy that conflicts)");
 }
 
+/// Redis loses its last two writes of a room (its counter and list set
+/// back, as after a failover to a replica without them): when the pods
+/// holding the room subscribe again, each finds the counter below the seq
+/// it saw given and raises it, so a pod that numbers the room next — here
+/// a third one, cold, whose only source is Redis — goes on after them
+/// instead of giving seqs 11 and 12 again.
+#[test]
+fn a_counter_redis_set_back_is_raised_to_what_the_pods_saw_given() {
+    let redis = Redis::start();
+    let a = replica("pod-a", &redis, None, &[]);
+    let b = replica("pod-b", &redis, None, &[]);
+    let (mut on_a, _) = join(&a, "room=lost");
+    let (mut on_b, _) = join(&b, "room=lost");
+    for i in 1..=12 {
+        send_chat(&mut on_a, &format!("m{i}"));
+    }
+    assert_eq!(recv_chats(&mut on_b, 12).last().map(|c| c.0), Some(12));
+    assert_eq!(recv_chats(&mut on_a, 12).last().map(|c| c.0), Some(12));
+    let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("SET").arg("chat:{lost}:seq").arg(10).query(&mut con).unwrap();
+    let _: () = redis::cmd("LTRIM").arg("chat:{lost}:history").arg(0).arg(-3).query(&mut con).unwrap();
+    // Both pods' subscriptions drop: they subscribe again and catch up.
+    let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query(&mut con).unwrap();
+    eventually("a pod raised the counter", || {
+        a.metric("websocket_redis_seq_raised_total") + b.metric("websocket_redis_seq_raised_total") >= 1.0
+    });
+    let counter: u64 = redis::cmd("GET").arg("chat:{lost}:seq").query(&mut con).unwrap();
+    assert_eq!(counter, 12, "raised to the highest seq given");
+    let line = "room lost: Redis's counter was 10, below seq 12 given before; raised to 12";
+    assert!(a.logged(line) || b.logged(line), "the raise is logged");
+    let c = replica("pod-c", &redis, None, &[]);
+    let (mut on_c, welcome) = join(&c, "room=lost");
+    let history: Vec<u64> = welcome["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(history.last(), Some(&10), "pod-c's only source is the list Redis set back: {welcome}");
+    send_chat(&mut on_c, "after");
+    // (pod-c itself cannot fill 11 and 12 from anywhere: without MongoDB
+    // its client is closed with 1012 to resume, as for any unfillable gap.)
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(recv_chats(ws, 1), vec![(13, "after".to_string())], "numbered after the seqs given before");
+    }
+}
+
 #[test]
 fn a_mongodb_outage_of_ten_seconds_is_written_through_exactly_once() {
     let redis = Redis::start();

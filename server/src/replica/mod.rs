@@ -130,8 +130,10 @@ pub fn client_key(room: &str, client_id: &str) -> String {
 /// publisher). No room is ever half-written.
 ///
 /// The counter never goes below the room's floor, the highest seq the
-/// publishing pod knows for the room: if Redis lost its data (a restart
-/// without persistence), sequencing continues where the deployment was.
+/// publishing pod knows was given in the room (delivered to it, or answered
+/// to its publisher: [`History::floor`](crate::chat::history::History::floor)):
+/// if Redis lost its data (a restart without persistence), sequencing
+/// continues where the deployment was.
 /// Each room's new messages go out in one `SPUBLISH`, newline-separated
 /// (JSON has no raw newline): one publish per room per call, not per message.
 /// Per room and call: `INCRBY`, `RPUSH`, `SPUBLISH`, and `LTRIM` only when
@@ -214,7 +216,7 @@ return out
 "#;
 
 /// One room's part of a publish script call: its name, its floor (the
-/// highest seq the publishing pod knows for it) and its messages in order,
+/// highest seq the publishing pod knows was given in it) and its messages in order,
 /// each with its in-doubt flag.
 pub struct RoomCall<'a> {
     pub room: &'a str,

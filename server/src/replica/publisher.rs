@@ -401,6 +401,7 @@ impl Publisher {
                 Some(seq) if seq > 0 => {
                     m.redis_published.fetch_add(1, Relaxed);
                     h.msg.seq = seq as u64;
+                    self.state.history.note_published(&h.msg.room, h.msg.seq);
                     if let Some(store) = &self.state.store {
                         store.enqueue(h.msg);
                     }
@@ -410,6 +411,7 @@ impl Publisher {
                     // clientId (by this pod or another): its sender sees that
                     // one; its origin pod stores it.
                     m.deduplicated.fetch_add(1, Relaxed);
+                    self.state.history.note_published(&h.msg.room, seq.unsigned_abs());
                     log::debug!("message with clientId {:?} already published as seq {}", h.msg.client_id, -seq);
                 }
                 _ => self.refuse(&h, "the message could not be stored; not sent"),

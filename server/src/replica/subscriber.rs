@@ -12,7 +12,9 @@
 //!   history loader has warmed it for the joining client), fills what lies
 //!   between from the room's Redis list. Nothing published between
 //!   "subscribed" and "delivering" is lost; the seq checks below skip what
-//!   arrives twice;
+//!   arrives twice. A counter below the pod's floor (Redis lost writes) is
+//!   raised to it first. Only then is the room *live*: the publisher
+//!   publishes into live rooms only;
 //! - `ROOM_LINGER_SECS` after the last member left, sends `SUNSUBSCRIBE`; once
 //!   confirmed, the room is forgotten by this pod's history (not known, not
 //!   complete: the next join loads it again). Rooms loaded without a
@@ -56,6 +58,11 @@ use crate::health::one_line;
 use crate::metrics::Metrics;
 
 mod delivery;
+
+/// Raises a room's counter (`KEYS[1]`) to `ARGV[1]` if it is below;
+/// returns what it was.
+const RAISE_SCRIPT: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    if c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return c";
 
 /// Longest the loop sleeps in `poll` (shutdown, interest, timers).
 const POLL: Duration = Duration::from_millis(5);
@@ -347,7 +354,6 @@ impl Subscriber {
                 if let Some(r) = self.rooms.get_mut(&*room).filter(|r| r.node.as_ref() == Some(node)) {
                     r.active = true;
                     r.catch_up = Some(None);
-                    self.live.set(&room, true);
                 }
                 Ok(())
             }
@@ -441,6 +447,13 @@ impl Subscriber {
                 },
             };
             let Some(local) = self.state.history.known_last_seq(&room) else { continue };
+            let floor = self.state.history.floor(&room).unwrap_or(local);
+            if counter < floor {
+                if let Err(e) = self.raise_counter(&room, floor) {
+                    self.command_failed(&e);
+                    continue;
+                }
+            }
             if local < counter {
                 if let Err(e) = self.fill(&room, local, counter + 1) {
                     self.command_failed(&e);
@@ -450,7 +463,26 @@ impl Subscriber {
             if let Some(r) = self.rooms.get_mut(&room) {
                 r.catch_up = None;
             }
+            // Caught up and the counter at least this pod's floor: the
+            // publisher may publish into the room now.
+            self.live.set(&room, true);
         }
+    }
+
+    /// The room's counter was read below this pod's floor: Redis lost
+    /// writes it had acknowledged (a restart without persistence, a
+    /// failover to a replica without the last writes). Raises it to the
+    /// floor, atomically and never downwards, so that no seq this pod saw
+    /// given is given again, whichever pod publishes next.
+    fn raise_counter(&mut self, room: &Arc<str>, floor: u64) -> redis::RedisResult<()> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RAISE_SCRIPT).arg(1).arg(seq_key(room)).arg(floor);
+        let before: u64 = self.pool.query(room, &cmd)?;
+        if before < floor {
+            self.state.metrics.backend.seq_raised.fetch_add(1, Relaxed);
+            log::warn!("room {room}: Redis's counter was {before}, below seq {floor} given before; raised to {floor}");
+        }
+        Ok(())
     }
 
     /// Unsubscribes rooms whose last member left `ROOM_LINGER_SECS` ago.
