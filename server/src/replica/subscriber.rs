@@ -35,7 +35,9 @@
 //! `sunsubscribe`) makes the affected rooms subscribe again — on the node
 //! the refreshed topology names — and catch up the same way.
 //!
-//! The message path (payload → history → fan-out, gap fills) is in `delivery`.
+//! The message path (payload → history → fan-out, gap fills) is in
+//! `delivery`; the catch-up after a subscription (counter, floor raise,
+//! fill, live) in `catch_up`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
@@ -50,19 +52,15 @@ use mio::{Events, Interest as Ready, Poll, Token};
 use super::pool::NodePool;
 use super::resp::{Resp, SubConn};
 use super::topology::{room_slot, Node, Topology};
-use super::{channel, node_failed, room_of_channel, seq_key, LiveRooms};
+use super::{channel, node_failed, room_of_channel, LiveRooms};
 use crate::backoff::Backoff;
 use crate::channels::{Interest, Workers};
 use crate::chat::history::History;
 use crate::health::one_line;
 use crate::metrics::Metrics;
 
+mod catch_up;
 mod delivery;
-
-/// Raises a room's counter (`KEYS[1]`) to `ARGV[1]` if it is below;
-/// returns what it was.
-const RAISE_SCRIPT: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
-    if c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return c";
 
 /// Longest the loop sleeps in `poll` (shutdown, interest, timers).
 const POLL: Duration = Duration::from_millis(5);
@@ -421,68 +419,6 @@ impl Subscriber {
             r.active = false;
             self.live.set(room, false);
         }
-    }
-
-    /// Fills what rooms missed while they were not subscribed.
-    fn catch_up_rooms(&mut self) {
-        let pending: Vec<Arc<str>> =
-            self.rooms.iter().filter(|(_, r)| r.active && r.catch_up.is_some()).map(|(k, _)| k.clone()).collect();
-        for room in pending {
-            let want = self.rooms.get(&room).and_then(|r| r.catch_up).expect("filtered");
-            let counter = match want {
-                Some(c) => c,
-                None => match self.pool.query::<Option<u64>>(&room, redis::cmd("GET").arg(seq_key(&room))) {
-                    Ok(c) => {
-                        // A counter beyond MAX_SEQ is not ours: ignored (and c + 1 cannot overflow).
-                        let c = c.filter(|&c| c <= super::MAX_SEQ).unwrap_or(0);
-                        if let Some(r) = self.rooms.get_mut(&room) {
-                            r.catch_up = Some(Some(c));
-                        }
-                        c
-                    }
-                    Err(e) => {
-                        self.command_failed(&e);
-                        continue;
-                    }
-                },
-            };
-            let Some(local) = self.state.history.known_last_seq(&room) else { continue };
-            let floor = self.state.history.floor(&room).unwrap_or(local);
-            if counter < floor {
-                if let Err(e) = self.raise_counter(&room, floor) {
-                    self.command_failed(&e);
-                    continue;
-                }
-            }
-            if local < counter {
-                if let Err(e) = self.fill(&room, local, counter + 1) {
-                    self.command_failed(&e);
-                    continue;
-                }
-            }
-            if let Some(r) = self.rooms.get_mut(&room) {
-                r.catch_up = None;
-            }
-            // Caught up and the counter at least this pod's floor: the
-            // publisher may publish into the room now.
-            self.live.set(&room, true);
-        }
-    }
-
-    /// The room's counter was read below this pod's floor: Redis lost
-    /// writes it had acknowledged (a restart without persistence, a
-    /// failover to a replica without the last writes). Raises it to the
-    /// floor, atomically and never downwards, so that no seq this pod saw
-    /// given is given again, whichever pod publishes next.
-    fn raise_counter(&mut self, room: &Arc<str>, floor: u64) -> redis::RedisResult<()> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RAISE_SCRIPT).arg(1).arg(seq_key(room)).arg(floor);
-        let before: u64 = self.pool.query(room, &cmd)?;
-        if before < floor {
-            self.state.metrics.backend.seq_raised.fetch_add(1, Relaxed);
-            log::warn!("room {room}: Redis's counter was {before}, below seq {floor} given before; raised to {floor}");
-        }
-        Ok(())
     }
 
     /// Unsubscribes rooms whose last member left `ROOM_LINGER_SECS` ago.
