@@ -332,8 +332,7 @@ metric_struct! {
         /// Gaps that could not be filled (the room's clients were made to resume).
         gap_resyncs: AtomicU64 = counter "websocket_gap_resyncs_total" "Unfillable seq gaps (clients told to resume).";
         /// Rooms whose Redis counter was found below this pod's floor.
-        seq_raised: AtomicU64 = counter "websocket_redis_seq_raised_total"
-            "Rooms whose Redis counter was found below this pod's floor (Redis lost writes) and raised to it.";
+        seq_raised: AtomicU64 = counter "websocket_redis_seq_raised_total" "Redis counters raised to this pod's floor.";
         /// Messages waiting for MongoDB (gauge).
         mongo_queue: AtomicI64 = gauge "websocket_mongo_queue_depth" "Messages waiting to be written to MongoDB.";
         /// Messages written to MongoDB.
