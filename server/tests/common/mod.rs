@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod tracker;
 
 use std::io::{BufRead, BufReader, Read, Write};
