@@ -314,8 +314,7 @@ metric_struct! {
         /// Rooms this pod is subscribed to (or subscribing, or lingering), gauge.
         redis_subscribed_rooms: AtomicI64 = gauge "websocket_redis_subscribed_rooms"
             "Rooms whose Redis shard channel this pod subscribes to (members here, or left less than a linger ago).";
-        /// Messages the publisher holds for Redis (node down, failing over, or
-        /// the room's subscription pending).
+        /// Messages the publisher holds for Redis (node down, failing over, or the room's subscription pending).
         redis_held: AtomicI64 = gauge "websocket_redis_held"
             "Messages held for Redis (their node down or failing over, or their room's subscription pending).";
         /// Bytes of the messages the publisher holds.
@@ -333,6 +332,8 @@ metric_struct! {
         gap_resyncs: AtomicU64 = counter "websocket_gap_resyncs_total" "Unfillable seq gaps (clients told to resume).";
         /// Rooms whose Redis counter was found below this pod's floor.
         seq_raised: AtomicU64 = counter "websocket_redis_seq_raised_total" "Redis counters raised to this pod's floor.";
+        /// Messages published again: Redis lost them before they came back.
+        redis_republished: AtomicU64 = counter "websocket_redis_republished_total" "Messages Redis lost after answering, published again.";
         /// Messages waiting for MongoDB (gauge).
         mongo_queue: AtomicI64 = gauge "websocket_mongo_queue_depth" "Messages waiting to be written to MongoDB.";
         /// Messages written to MongoDB.
@@ -485,8 +486,7 @@ impl Metrics {
     }
 }
 
-/// Resident memory (bytes) and CPU time (user, system seconds) of this
-/// process, from /proc; zeros where unavailable.
+/// Resident memory (bytes) and CPU time (user, system seconds) of this process, from /proc; zeros where unavailable.
 pub fn process_usage() -> (u64, f64, f64) {
     let page = 4096u64;
     let rss = crate::procfs::resident_pages().map_or(0, |pages| pages * page);

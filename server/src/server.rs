@@ -50,6 +50,7 @@ use crate::hub::{embedded, PUBLISH_QUEUE_MAX};
 use crate::metrics::CloseReason;
 use crate::net::listener;
 use crate::net::worker::{Worker, WAKER};
+use crate::replica::echo::Echoes;
 use crate::replica::subscriber::SubscriberHandles;
 use crate::replica::topology::Topology;
 use crate::replica::{publisher, subscriber, LiveRooms};
@@ -176,7 +177,9 @@ impl Server {
                 let live = Arc::new(LiveRooms::default());
                 let hold = state.config.redis_failover_hold.unwrap_or_else(|| topo.hold());
                 log::info!("Redis: a message waits up to {hold:?} for its node (REDIS_FAILOVER_HOLD_MS)");
-                let publisher = publisher::spawn(hold, sequencing, publish_rx, topo.clone(), live.clone())?;
+                let echoes = Arc::new(Echoes::new(sequencing.pod_name.clone(), sequencing.store.clone()));
+                let publisher =
+                    publisher::spawn(hold, sequencing, publish_rx, topo.clone(), live.clone(), echoes.clone())?;
                 let mode = if topo.is_cluster() { "replica (Redis Cluster)" } else { "replica (Redis pub/sub)" };
                 let interest = interest_rx.expect("created with the topology");
                 let handles = SubscriberHandles {
@@ -184,6 +187,7 @@ impl Server {
                     metrics: state.metrics.clone(),
                     workers: state.workers(),
                     room_linger: state.config.room_linger,
+                    echoes,
                 };
                 let sub = subscriber::spawn(handles, topo, live, interest, stop.clone())?;
                 (publisher, Some((sub, stop)), mode)

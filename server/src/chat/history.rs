@@ -92,10 +92,6 @@ struct RoomLog {
     last_seq: u64,
     /// `last_seq` is the room's true latest seq.
     known: bool,
-    /// The highest seq Redis answered this pod's publisher with for the
-    /// room (its publish may not have arrived here yet): with `last_seq`,
-    /// the room's floor (see [`History::floor`]).
-    published: u64,
     /// `entries` are the room's latest messages, with nothing missing before
     /// them that the ring could hold.
     complete: bool,
@@ -199,28 +195,6 @@ impl History {
             Some(l) if l.known => Some(l.last_seq),
             Some(_) => None,
             None => (self.backing == Backing::Memory).then_some(0),
-        }
-    }
-
-    /// The highest seq this pod knows was given in `room` — delivered here,
-    /// or answered to its own publisher — if it may sequence the room (its
-    /// latest seq is known). The publish script never numbers below it, and
-    /// a Redis counter found below it is raised to it: after Redis lost
-    /// writes it had acknowledged, no seq this pod saw given is given again.
-    pub fn floor(&self, room: &str) -> Option<u64> {
-        let rooms = self.lock();
-        match rooms.logs.get(room) {
-            Some(l) if l.known => Some(l.last_seq.max(l.published)),
-            Some(_) => None,
-            None => (self.backing == Backing::Memory).then_some(0),
-        }
-    }
-
-    /// Redis gave `seq` to a message this pod published into `room`.
-    /// Publisher thread; it only publishes into rooms it holds.
-    pub fn note_published(&self, room: &str, seq: u64) {
-        if let Some(l) = self.lock().logs.get_mut(room) {
-            l.published = l.published.max(seq);
         }
     }
 

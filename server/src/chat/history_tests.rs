@@ -223,27 +223,3 @@ fn eviction_cost() {
         println!("{rooms} rooms held: {per:?} per evicting append");
     }
 }
-
-#[test]
-fn the_floor_covers_seqs_answered_to_the_publisher_before_they_arrive() {
-    let h = History::new(10, usize::MAX, Backing::Store { deep: false });
-    let room: Arc<str> = Arc::from("r");
-    h.note_published("r", 3);
-    assert_eq!(h.floor("r"), None, "unknown room: no floor, and nothing noted for it");
-    h.merge_recent(&room, entries(1..=5));
-    assert_eq!(h.floor("r"), Some(5));
-    // Redis answered seq 7 to this pod's publisher; its publish is not here yet.
-    h.note_published("r", 7);
-    h.note_published("r", 6);
-    assert_eq!((h.known_last_seq("r"), h.floor("r")), (Some(5), Some(7)));
-    h.append(&room, entries(6..=6).remove(0));
-    assert_eq!(h.floor("r"), Some(7));
-    // An unfillable gap restarts the ring; what was given stays the floor.
-    h.restart_after_gap(&room, 7);
-    assert_eq!(h.floor("r"), Some(7));
-    h.append(&room, entries(7..=7).remove(0));
-    h.append(&room, entries(8..=8).remove(0));
-    assert_eq!(h.floor("r"), Some(8), "delivered past what was published");
-    h.forget("r");
-    assert_eq!(h.floor("r"), None);
-}

@@ -5,8 +5,9 @@
 //!   bounded channel the embedded hub reads), and runs one Lua script per
 //!   batch and node (standalone or cluster alike) that assigns each room's
 //!   next seqs, appends the messages to the room's Redis list and publishes
-//!   them on the room's shard channel, atomically. Then the origin pod hands
-//!   them to its MongoDB writer.
+//!   them on the room's shard channel, atomically. The origin pod hands
+//!   each to its MongoDB writer when it comes back through its subscription
+//!   ([`echo`]: one Redis lost before delivering it is published again).
 //! - [`subscriber`] subscribes to the rooms this pod has members in. Every
 //!   such pod, the origin included, delivers from it: it checks each room's
 //!   seq for gaps (and fills them from the Redis list before delivering on),
@@ -28,6 +29,7 @@
 //! message's fields as JSON ([`ChatMessage`] without its seq); a publish
 //! carries one or more of them, a line each.
 
+pub mod echo;
 pub mod pool;
 pub mod publisher;
 pub mod resp;
@@ -43,26 +45,36 @@ use crate::backoff::Backoff;
 use crate::chat::protocol::ChatMessage;
 use topology::Node;
 
-/// Rooms whose subscription Redis has confirmed on this pod: written by the
-/// subscriber, read by the publisher, which publishes into a room only
-/// while this pod listens to it. Otherwise a pod's first messages into a
-/// fresh room could be published before its subscription is in place, and
-/// more of them than the Redis list keeps would leave a gap no fill can
-/// close.
+/// Rooms whose subscription Redis has confirmed on this pod and that are
+/// caught up: written by the subscriber, read by the publisher, which
+/// publishes into a room only while this pod listens to it. Otherwise a
+/// pod's first messages into a fresh room could be published before its
+/// subscription is in place, and more of them than the Redis list keeps
+/// would leave a gap no fill can close. Each time a room becomes live it
+/// gets a new *generation* (see [`echo`]).
 #[derive(Debug, Default)]
-pub struct LiveRooms(std::sync::RwLock<std::collections::HashSet<Arc<str>>>);
+pub struct LiveRooms {
+    rooms: std::sync::RwLock<HashMap<Arc<str>, u64>>,
+    generations: std::sync::atomic::AtomicU64,
+}
 
 impl LiveRooms {
     /// Whether `room` is subscribed here.
     pub fn contains(&self, room: &str) -> bool {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(room)
+        self.generation(room).is_some()
     }
 
-    /// Marks `room` subscribed (`true`) or not.
+    /// The generation of `room` if it is subscribed here.
+    pub fn generation(&self, room: &str) -> Option<u64> {
+        self.rooms.read().unwrap_or_else(|e| e.into_inner()).get(room).copied()
+    }
+
+    /// Marks `room` subscribed (`true`: under a new generation) or not.
     pub fn set(&self, room: &Arc<str>, live: bool) {
-        let mut rooms = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
         if live {
-            rooms.insert(room.clone());
+            let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            rooms.insert(room.clone(), generation);
         } else {
             rooms.remove(room);
         }
@@ -129,11 +141,10 @@ pub fn client_key(room: &str, client_id: &str) -> String {
 /// the rest did not run at all, so they are simply sent again (see the
 /// publisher). No room is ever half-written.
 ///
-/// The counter never goes below the room's floor, the highest seq the
-/// publishing pod knows was given in the room (delivered to it, or answered
-/// to its publisher: [`History::floor`](crate::chat::history::History::floor)):
-/// if Redis lost its data (a restart without persistence), sequencing
-/// continues where the deployment was.
+/// The counter never goes below the room's floor, the latest seq the
+/// publishing pod has delivered in the room: if Redis lost its data (a
+/// restart without persistence), sequencing continues where the
+/// deployment was.
 /// Each room's new messages go out in one `SPUBLISH`, newline-separated
 /// (JSON has no raw newline): one publish per room per call, not per message.
 /// Per room and call: `INCRBY`, `RPUSH`, `SPUBLISH`, and `LTRIM` only when
@@ -216,7 +227,7 @@ return out
 "#;
 
 /// One room's part of a publish script call: its name, its floor (the
-/// highest seq the publishing pod knows was given in it) and its messages in order,
+/// latest seq the publishing pod has delivered in it) and its messages in order,
 /// each with its in-doubt flag.
 pub struct RoomCall<'a> {
     pub room: &'a str,

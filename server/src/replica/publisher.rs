@@ -42,6 +42,11 @@
 //! origin pod must (counted, and logged as a warning: its sender was told
 //! `unavailable`; a resend with the same `clientId` is deduplicated).
 //!
+//! A message Redis answered goes to [`Echoes`]: its origin pod (this one)
+//! stores it when it comes back through the subscription, and publishes it
+//! again, first and in doubt, if Redis lost it before delivering it
+//! ([`super::echo`]).
+//!
 //! Code: the batch and its routing here; a call's arguments and what its
 //! answer means for each message in `call`; each node's connection and
 //! health in `nodes`; what is held, refused and unresolved in `held`.
@@ -68,6 +73,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::echo::Echoes;
 use super::pool::NodePool;
 use super::topology::{room_slot, Node, Topology};
 use super::{LiveRooms, PUBLISH_SCRIPT};
@@ -105,6 +111,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const IDLE_PING: Duration = Duration::from_secs(1);
 /// Unresolved messages kept at most (they are looked up in the room's list).
 const UNRESOLVED_MAX: usize = 16_384;
+/// How often answered messages are checked for ones Redis lost.
+const ECHO_CHECK: Duration = Duration::from_millis(50);
 /// Pause before sending again a group Redis redirected or asked to retry.
 const REDIRECT_PAUSE: Duration = Duration::from_millis(20);
 
@@ -120,10 +128,28 @@ struct Held {
     in_doubt: bool,
     /// Redis answered `ASK`: send it to this node, after `ASKING`, once.
     ask: Option<Node>,
+    /// Its room's [`LiveRooms`] generation when it went into a batch.
+    generation: u64,
     /// Its room's slot was not where the slot map said, in a call of
     /// several slots: it goes in a call of its slot alone, where Redis
     /// itself routes and redirects it.
     alone: bool,
+}
+
+impl Held {
+    fn new(msg: ChatMessage, origin: Origin, bytes: usize, in_doubt: bool) -> Held {
+        Held { msg, origin, since: Instant::now(), bytes, in_doubt, ask: None, alone: false, generation: 0 }
+    }
+}
+
+/// What a held message counts against `HELD_BYTES_MAX`.
+fn held_bytes(m: &ChatMessage) -> usize {
+    HELD_OVERHEAD
+        + m.room.len()
+        + m.username.len()
+        + m.message.len()
+        + m.client_id.as_ref().map_or(0, String::len)
+        + m.user_id.as_ref().map_or(0, String::len)
 }
 
 /// Starts the publisher; it exits after [`HubCommand::Stop`] once what it
@@ -135,6 +161,7 @@ pub fn spawn(
     rx: Receiver<HubCommand>,
     topo: Arc<Topology>,
     live: Arc<LiveRooms>,
+    echoes: Arc<Echoes>,
 ) -> std::io::Result<JoinHandle<()>> {
     let publisher = Publisher {
         state,
@@ -142,6 +169,8 @@ pub fn spawn(
         pool: NodePool::new(topo.clone()),
         topo,
         live,
+        echoes,
+        last_echo_check: Instant::now(),
         cons: HashMap::new(),
         down: HashMap::new(),
         hold,
@@ -163,6 +192,10 @@ struct Publisher {
     topo: Arc<Topology>,
     /// Rooms this pod's subscriber listens to: the only ones it publishes into.
     live: Arc<LiveRooms>,
+    /// Its answered messages until they come back (see [`Echoes`]).
+    echoes: Arc<Echoes>,
+    /// When `echoes` was last asked for messages to publish again.
+    last_echo_check: Instant,
     /// For reading lists when resolving messages in doubt.
     pool: NodePool,
     /// One connection per master, the script loaded on each.
@@ -196,11 +229,14 @@ impl Publisher {
             if !self.down.is_empty() {
                 self.follow_failover();
             }
+            self.publish_lost();
             if !self.held.is_empty() {
                 self.publish_batch();
             }
             self.report_held();
         }
+        // What did not come back yet is stored as Redis answered it.
+        self.echoes.flush();
         log::debug!("redis-publisher stopped");
     }
 
@@ -235,21 +271,6 @@ impl Publisher {
             HubCommand::Stop => self.stopping = true,
             HubCommand::Publish(p) => {
                 let Publish { room, username, message, timestamp_ms, client_id, user_id, origin } = p;
-                let bytes = HELD_OVERHEAD
-                    + room.len()
-                    + username.len()
-                    + message.len()
-                    + client_id.as_ref().map_or(0, String::len)
-                    + user_id.as_ref().map_or(0, String::len);
-                if self.held.len() >= HELD_MAX || self.held_bytes + bytes > HELD_BYTES_MAX {
-                    self.state.metrics.backend.redis_held_overflow.fetch_add(1, Relaxed);
-                    refuse(
-                        &self.state,
-                        &origin,
-                        "too many messages are waiting for Redis on this server; message not sent, retry later",
-                    );
-                    return;
-                }
                 let msg = ChatMessage {
                     room: room.to_string(),
                     seq: 0,
@@ -261,17 +282,45 @@ impl Publisher {
                     client_id,
                     user_id,
                 };
+                let bytes = held_bytes(&msg);
+                if self.held.len() >= HELD_MAX || self.held_bytes + bytes > HELD_BYTES_MAX {
+                    self.state.metrics.backend.redis_held_overflow.fetch_add(1, Relaxed);
+                    refuse(
+                        &self.state,
+                        &origin,
+                        "too many messages are waiting for Redis on this server; message not sent, retry later",
+                    );
+                    return;
+                }
                 self.held_bytes += bytes;
-                self.held.push_back(Held {
-                    msg,
-                    origin,
-                    since: Instant::now(),
-                    bytes,
-                    in_doubt: false,
-                    ask: None,
-                    alone: false,
-                });
+                self.held.push_back(Held::new(msg, origin, bytes, false));
             }
+        }
+    }
+
+    /// Every `ECHO_CHECK`: publishes again, first and in doubt, the
+    /// messages Redis answered that did not come back through the room's
+    /// subscription before it was subscribed again (see [`Echoes`]).
+    fn publish_lost(&mut self) {
+        if self.last_echo_check.elapsed() < ECHO_CHECK {
+            return;
+        }
+        self.last_echo_check = Instant::now();
+        let lost = self.echoes.take_lost(&self.live);
+        let m = &self.state.metrics.backend;
+        for a in lost.into_iter().rev() {
+            m.redis_republished.fetch_add(1, Relaxed);
+            log::warn!(
+                "message {} of room {} was given seq {} but never came back through the subscription \
+                 (Redis lost it before delivering it): publishing it again",
+                a.msg.id,
+                a.msg.room,
+                a.msg.seq
+            );
+            let msg = ChatMessage { seq: 0, ..a.msg };
+            let bytes = held_bytes(&msg);
+            self.held_bytes += bytes;
+            self.held.push_front(Held::new(msg, a.origin, bytes, true));
         }
     }
 
@@ -293,11 +342,12 @@ impl Publisher {
         // The place is (call, the room's index in the call's rooms).
         let mut room_call: HashMap<Arc<str>, Option<(usize, usize)>> = HashMap::new();
         while batch.len() < PIPELINE_MAX {
-            let Some(h) = self.held.pop_front() else { break };
+            let Some(mut h) = self.held.pop_front() else { break };
             let seen = room_call.get(h.msg.room.as_str()).copied();
             // Not subscribed here yet (just joined, or resubscribing after
             // its node failed): held until it is, or refused after the hold.
-            let ready = seen != Some(None) && self.live.contains(&h.msg.room);
+            let generation = self.live.generation(&h.msg.room);
+            let ready = seen != Some(None) && generation.is_some();
             let slot = room_slot(&h.msg.room);
             let (node, asking) = match &h.ask {
                 Some(n) => (n.clone(), true),
@@ -332,6 +382,7 @@ impl Publisher {
                     groups[g].rooms.push((room, vec![batch.len()]));
                 }
             }
+            h.generation = generation.unwrap_or_default();
             batch.push(h);
         }
         let wait = batch.is_empty() && !waiting.is_empty();
@@ -401,17 +452,14 @@ impl Publisher {
                 Some(seq) if seq > 0 => {
                     m.redis_published.fetch_add(1, Relaxed);
                     h.msg.seq = seq as u64;
-                    self.state.history.note_published(&h.msg.room, h.msg.seq);
-                    if let Some(store) = &self.state.store {
-                        store.enqueue(h.msg);
-                    }
+                    // Stored when it comes back through the subscription.
+                    self.echoes.answered(h.msg, h.origin, h.generation);
                 }
                 Some(seq) if seq < 0 => {
                     // A resend of a message already published under the same
                     // clientId (by this pod or another): its sender sees that
                     // one; its origin pod stores it.
                     m.deduplicated.fetch_add(1, Relaxed);
-                    self.state.history.note_published(&h.msg.room, seq.unsigned_abs());
                     log::debug!("message with clientId {:?} already published as seq {}", h.msg.client_id, -seq);
                 }
                 _ => self.refuse(&h, "the message could not be stored; not sent"),

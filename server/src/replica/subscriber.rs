@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest as Ready, Poll, Token};
 
+use super::echo::Echoes;
 use super::pool::NodePool;
 use super::resp::{Resp, SubConn};
 use super::topology::{room_slot, Node, Topology};
@@ -81,6 +82,8 @@ pub struct SubscriberHandles {
     pub workers: Workers,
     /// `ROOM_LINGER_SECS`.
     pub room_linger: Duration,
+    /// This pod's answered messages, stored when delivered here.
+    pub echoes: Arc<Echoes>,
 }
 
 /// Starts the subscriber; it exits when `stop` is set.

@@ -146,7 +146,7 @@ impl Publisher {
             .iter()
             .map(|(room, idx)| RoomCall {
                 room,
-                floor: history.floor(room).unwrap_or(0),
+                floor: history.known_last_seq(room).unwrap_or(0),
                 messages: idx.iter().map(|&i| (&batch[i].msg, batch[i].in_doubt)).collect(),
             })
             .collect();

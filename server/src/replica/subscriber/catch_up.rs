@@ -40,9 +40,8 @@ impl Subscriber {
                 },
             };
             let Some(local) = self.state.history.known_last_seq(&room) else { continue };
-            let floor = self.state.history.floor(&room).unwrap_or(local);
-            if counter < floor {
-                if let Err(e) = self.raise_counter(&room, floor) {
+            if counter < local {
+                if let Err(e) = self.raise_counter(&room, local) {
                     self.command_failed(&e);
                     continue;
                 }

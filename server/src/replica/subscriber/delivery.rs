@@ -92,5 +92,7 @@ impl Subscriber {
         self.state.history.append(room, entry.clone());
         fan_out(&self.state.workers, room, &entry);
         self.state.metrics.backend.fanned_out.fetch_add(1, Relaxed);
+        // This pod's own message: stored now that it is delivered.
+        self.state.echoes.delivered(msg);
     }
 }
