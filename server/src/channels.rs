@@ -15,7 +15,7 @@
 //! | inbox (bounded, waker) | sequencer, subscriber, loader, main | one worker | [`ToWorker`] through [`Workers`] |
 //! | loader (bounded, `try_send`) | workers, sequencer | `history-loader` | [`LoadRequest`] |
 //! | interest (unbounded) | workers | `redis-subscriber` | [`Interest`] |
-//! | store (bounded, `try_send`) | sequencer | `mongo-writer` | [`ChatMessage`] through [`StoreSender`] |
+//! | store (bounded, `try_send`) | sequencer (`hub`; `redis-subscriber` on delivery, `redis-publisher` at exit, via `replica::echo`) | `mongo-writer` | [`ChatMessage`] through [`StoreSender`] |
 //!
 //! [`ToWorker`] and the inbox itself stay in [`crate::hub::inbox`], which
 //! depends on nothing but `chat`.

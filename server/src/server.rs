@@ -309,7 +309,8 @@ impl Server {
             join_by(subscriber, exit_by, &mut left_behind);
         }
         if let Some((writer, deadline)) = self.writer.take() {
-            // The sequencer held the last StoreSender: the writer now drains and exits.
+            // The sequencer threads held the last StoreSender (the hub, or the Redis
+            // publisher and subscriber through their Echoes): the writer now drains and exits.
             let _ = deadline.set((Instant::now() + MONGO_FLUSH).min(exit_by));
             join_by(writer, exit_by, &mut left_behind);
         }
