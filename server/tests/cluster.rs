@@ -575,16 +575,16 @@ fn a_room_whose_slot_moves_mid_traffic_loses_nothing() {
 /// sequence goes on from the pods' floors instead of starting again at 1.
 ///
 /// Ignored: it can meet the window that is left open (docs/architecture.md,
-/// "When Redis fails"). A seq given at the moment of the kill and known to
-/// one pod only (its publisher got the reply but the publish reached no
-/// subscriber, or one pod's subscription got it) is safe once that pod has
-/// subscribed again and raised the counter to its floor; if the other pod
-/// numbers the room first, the seq is given twice and MongoDB's unique
-/// `(room, seq)` keeps one of the two. Run the whole file with it
+/// "When Redis fails"). A seq whose publish reached one pod's subscription
+/// at the moment of the kill and not the other's is known to that pod only:
+/// safe once it has subscribed again and raised the counter; if the other
+/// pod numbers the room first, the seq is given twice and MongoDB's unique
+/// `(room, seq)` keeps one of the two. (A seq only the publisher got is
+/// handled: `replica::echo`.) Run the whole file with it
 /// (`cargo test -p websocket-server --test cluster -- --include-ignored`)
-/// beside two busy loops: it failed 3 of 14 runs so before the publisher's
-/// replies counted in the floor and the resubscribe raised the counter, and
-/// 0 of 12 after (2026-12-04) — too rare now to measure, not closed.
+/// beside two busy loops: it failed 3 of 14 runs so before (2026-12-03),
+/// and passed 12 of 12 after the resubscribe raise and 6 of 6 after the
+/// echo change (2026-12-04) — too rare now to measure, not closed.
 #[test]
 #[ignore = "a seq known to one pod only when Redis loses its data can be given again (docs/architecture.md)"]
 fn a_whole_cluster_restart_mid_traffic_loses_nothing_and_the_sequences_continue() {
