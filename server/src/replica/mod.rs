@@ -59,12 +59,7 @@ pub struct LiveRooms {
 }
 
 impl LiveRooms {
-    /// Whether `room` is subscribed here.
-    pub fn contains(&self, room: &str) -> bool {
-        self.generation(room).is_some()
-    }
-
-    /// The generation of `room` if it is subscribed here.
+    /// The generation of `room` if it is subscribed here (live), else `None`.
     pub fn generation(&self, room: &str) -> Option<u64> {
         self.rooms.read().unwrap_or_else(|e| e.into_inner()).get(room).copied()
     }
